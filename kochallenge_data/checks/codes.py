@@ -1,0 +1,25 @@
+"""The finding codes. They are a public interface: tools and people filter on them, so never rename one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+CODES: Mapping[str, str] = {
+    "missing_field": "the record lacks instruction, input or output, or a field is not a string",
+    "empty_field": "a field is empty or only whitespace",
+    "not_newline_format": "a recommendation output does not parse as 'sentence, then title: description lines'",
+    "json_output": "a recommendation output is a JSON object or a {'text': ...} wrapper, not newline format",
+    "challenge_count": "a recommendation has a different number of challenges than expected",
+    "blank_line": "a recommendation output has a blank line",
+    "trailing_whitespace": "a line starts or ends with whitespace",
+    "numbering": "a recommendation line starts with a number, bullet or markdown marker",
+    "feedback_too_long": "feedback output is longer than the limit (code points after NFC)",
+    "feedback_no_emoji": "feedback output has no emoji",
+    "spacing": "Kiwi would insert a space after a particle or an ending (glued words)",
+    "non_korean": "characters the field's Korean-only policy does not allow",
+    "broken_text": "U+FFFD, a dangling zero-width joiner or variation selector, or an emoji cut inside its sequence",
+    "escape_artifact": "a literal \\n or \\uXXXX escape left in the text",
+    "duplicate": "the same record (after NFC and whitespace normalization) appears earlier",
+    "near_duplicate": "a record is nearly the same as an earlier one (character shingle Jaccard >= threshold)",
+    "bad_input": "the input does not have the shape its task needs (feedback JSON, or the base-info triple)",
+}

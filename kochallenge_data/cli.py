@@ -1,0 +1,189 @@
+"""Command line: parse arguments, call the library, turn KochallengeError into ``Error: ...``.
+
+Exit codes: 0 success, 1 a user mistake or findings, 2 bad usage or unusable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import KochallengeError
+
+BUILD_EXAMPLE = """example:
+  python -m kochallenge_data build --size 3000 --seed 42 --out multitask_dataset_v2.json
+  python -m kochallenge_data build --mix base_info=2,free_text=1,feedback=1 --pools my_pools/"""
+
+VALIDATE_EXAMPLE = """example:
+  python -m kochallenge_data validate old_dataset.json
+  python -m kochallenge_data validate data.jsonl --json > report.json
+  python -m kochallenge_data validate old_dataset.json --fix fixed.json"""
+
+LINT_EXAMPLE = """example:
+  python -m kochallenge_data lint-pools
+  python -m kochallenge_data lint-pools --pools my_pools/"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kochallenge_data",
+        description="Build, check and ship Korean instruction data for the eco-challenge chatbot.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"kochallenge_data {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_build(commands)
+    _add_validate(commands)
+    _add_lint(commands)
+    import importlib.util
+
+    if importlib.util.find_spec("kochallenge_data.ml.cli") is not None:  # TEMP until ml lands
+        from .ml.cli import register as register_model_commands
+
+        register_model_commands(commands)
+    return parser
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _add_build(commands: Any) -> None:
+    build = commands.add_parser(
+        "build",
+        help="build multitask_dataset_v2.json from the pools and templates",
+        description="Sample, render and check records, then write the dataset and its sidecars atomically.",
+        epilog=BUILD_EXAMPLE,
+        formatter_class=_formatter,
+    )
+    build.add_argument("--size", type=int, help="number of records (default 3000)")
+    build.add_argument("--seed", type=int, help="random seed (default 42)")
+    build.add_argument("--out", type=Path, help="dataset file (default ./multitask_dataset_v2.json)")
+    build.add_argument("--pools", type=Path, help="pools folder (default: the shipped pools)")
+    build.add_argument("--templates", type=Path, help="templates folder (default: the shipped templates)")
+    build.add_argument("--config", type=Path, help="TOML or JSON file with build options; flags override it")
+    build.add_argument("--mix", help="task weights, e.g. base_info=1,free_text=1,feedback=1")
+    build.add_argument("--no-diversity", action="store_true", help="skip the diversity statistics")
+    build.set_defaults(func=_run_build)
+
+
+def _add_validate(commands: Any) -> None:
+    validate = commands.add_parser(
+        "validate",
+        help="check any alpaca-style dataset (JSON array or JSONL)",
+        description=(
+            "Report every finding with record index, field and code. Exit 0 clean, 1 findings, 2 unusable input."
+        ),
+        epilog=VALIDATE_EXAMPLE,
+        formatter_class=_formatter,
+    )
+    validate.add_argument("file", type=Path, help="dataset file: a JSON array or JSONL of records")
+    validate.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    validate.add_argument("--fix", type=Path, metavar="OUT", help="write a corrected copy to OUT")
+    validate.add_argument(
+        "--task", choices=["base_info", "free_text", "feedback"], help="treat every record as this task"
+    )
+    validate.add_argument("--challenges", type=int, default=3, help="expected challenges per recommendation")
+    validate.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
+    validate.add_argument("--no-spacing", action="store_true", help="skip the Kiwi spacing check")
+    validate.set_defaults(func=_run_validate)
+
+
+def _add_lint(commands: Any) -> None:
+    lint = commands.add_parser(
+        "lint-pools",
+        help="check every pool phrase with the dataset checks",
+        description="Render every pool phrase and run the spacing and Korean-only checks, naming file and line.",
+        epilog=LINT_EXAMPLE,
+        formatter_class=_formatter,
+    )
+    lint.add_argument("--pools", type=Path, help="pools folder (default: the shipped pools)")
+    lint.set_defaults(func=_run_lint)
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from .build import build_dataset, load_config_file, make_config, parse_mix, print_progress, write_build
+
+    values: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    flags = {
+        "size": args.size,
+        "seed": args.seed,
+        "out": args.out,
+        "pools": args.pools,
+        "templates": args.templates,
+        "mix": parse_mix(args.mix) if args.mix else None,
+    }
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if args.no_diversity:
+        values["diversity"] = False
+    config = make_config(values, str(args.config) if args.config else "options")
+    result = build_dataset(config, progress=print_progress)
+    paths = write_build(result, config.out)
+    print(_build_summary(result.stats, paths))
+    return 0
+
+
+def _build_summary(stats: dict[str, Any], paths: dict[str, Path]) -> str:
+    lines = [f"built {stats['records']} records in {stats['seconds']} s"]
+    for task, count in stats["per_task"].items():
+        cap = stats["capacity"][task]
+        cap_text = f"{cap:,}" if cap < 10**15 else "over 10^15"
+        lines.append(f"  {task:<10} {count:>7}  (capacity {cap_text})")
+    rejected = stats["rejected"]
+    if rejected:
+        lines.append("rejected and replaced: " + ", ".join(f"{k} {v}" for k, v in rejected.items()))
+    else:
+        lines.append("rejected and replaced: none")
+    diversity = stats.get("diversity")
+    if diversity:
+        lines.append(
+            "distinct-2 (Kiwi morphemes): " + ", ".join(f"{task} {d['distinct_2']}" for task, d in diversity.items())
+        )
+    lines.append(f"dataset:  {paths['dataset']}")
+    lines.append(f"manifest: {paths['manifest']}")
+    lines.append(f"metadata: {paths['meta']}  rejected: {paths['rejected']}")
+    return "\n".join(lines)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from .validate import print_report, read_dataset, validate_records, write_fixed
+
+    records = read_dataset(args.file)
+    report = validate_records(
+        records,
+        task=args.task,
+        expected_challenges=args.challenges,
+        threshold=args.threshold,
+        check_spacing=not args.no_spacing,
+    )
+    print_report(report, as_json=args.json, source=args.file)
+    if args.fix:
+        changes = write_fixed(records, report, args.fix)
+        print(f"wrote {args.fix}: {changes}", file=sys.stderr if args.json else sys.stdout)
+    return 1 if report.findings else 0
+
+
+def _run_lint(args: argparse.Namespace) -> int:
+    from .lint import lint_pools, print_lint
+
+    problems = lint_pools(args.pools)
+    print_lint(problems)
+    return 1 if problems else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KochallengeError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("Interrupted; nothing was written.", file=sys.stderr)
+        return 130
+    return code

@@ -1,0 +1,113 @@
+"""``lint-pools``: run the dataset checks on every pool phrase, naming file and line.
+
+Phrases with slots are rendered with real values (every base-info combination; a spread of
+challenge titles for feedback), because a particle or a space can be wrong only once filled in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+
+from .checks.korean import DEFAULT_POLICY, FieldPolicy, describe_span, disallowed_spans
+from .checks.spacing import SpacingChecker
+from .pools import Phrase, Pools, Source, load_pools
+from .spacing_allowlist import load_allowlist
+from .templates import render_phrase
+from .text import broken_sequences, grapheme_clusters, is_emoji_cluster
+
+MESSAGE_POLICY = FieldPolicy(punctuation=".,!?~")
+
+
+@dataclass(frozen=True)
+class LintProblem:
+    source: str
+    code: str
+    message: str
+    suggestion: str | None = None
+
+
+@dataclass(frozen=True)
+class _Text:
+    source: Source
+    text: str
+    policy: FieldPolicy | None  # None: spacing only (instructions contain quotes and digits)
+
+
+def lint_pools(root: Path | str | None = None) -> list[LintProblem]:
+    pools = load_pools(root)
+    texts = collect_texts(pools)
+    checker = SpacingChecker(load_allowlist(pools.root))
+    results = checker.check_many([t.text for t in texts])
+    problems: list[LintProblem] = []
+    reported: set[tuple[str, str]] = set()
+    for item, result in zip(texts, results, strict=True):
+        found: list[LintProblem] = []
+        if not result.ok:
+            found.append(LintProblem(str(item.source), "spacing", f"missing space in {item.text!r}", result.suggestion))
+        if item.policy is not None:
+            for span in disallowed_spans(item.text, item.policy)[:1]:
+                found.append(
+                    LintProblem(str(item.source), "non_korean", f"{describe_span(item.text, span)} in {item.text!r}")
+                )
+        for problem in found:
+            # One report per phrase and code: a bad template phrase fails for every slot value.
+            if (problem.source, problem.code) not in reported:
+                reported.add((problem.source, problem.code))
+                problems.append(problem)
+    problems += _emoji_problems(pools)
+    return problems
+
+
+def collect_texts(pools: Pools) -> list[_Text]:
+    texts: list[_Text] = []
+    for challenge in pools.challenges:
+        texts.append(_Text(challenge.source, challenge.title, DEFAULT_POLICY["challenge_title"]))
+        texts.append(_Text(challenge.source, challenge.description, DEFAULT_POLICY["challenge_description"]))
+    for phrase in pools.base_info_sentences:
+        for location, work_type, category in product(pools.locations, pools.work_types, pools.categories):
+            rendered = render_phrase(phrase.text, location=location, work_type=work_type, category=category.name)
+            texts.append(_Text(phrase.source, rendered, DEFAULT_POLICY["recommend"]))
+    replies = dict.fromkeys(p for group in pools.free_text_replies.values() for p in group)
+    texts += [_Text(p.source, render_phrase(p.text), DEFAULT_POLICY["recommend"]) for p in replies]
+    texts += [_Text(m.source, m.text, MESSAGE_POLICY) for m in pools.messages]
+    texts += [_Text(p.source, p.text, None) for group in pools.instructions.values() for p in group]
+    titles = _title_spread(pools)
+    for phrases in pools.feedback_phrases.values():
+        for phrase in phrases:
+            texts += [
+                _Text(phrase.source, text, DEFAULT_POLICY["feedback"]) for text in _feedback_renderings(phrase, titles)
+            ]
+    return texts
+
+
+def _title_spread(pools: Pools) -> list[str]:
+    """A few titles per category, ending in varied sounds, to exercise particle choice."""
+    titles: list[str] = []
+    for category in pools.categories:
+        titles += [c.title for c in pools.challenges if c.category == category.key][:3]
+    return titles
+
+
+def _feedback_renderings(phrase: Phrase, titles: list[str]) -> list[str]:
+    return sorted({render_phrase(phrase.text, title=title, count=3) for title in titles})
+
+
+def _emoji_problems(pools: Pools) -> list[LintProblem]:
+    problems = []
+    where = str(pools.root / "feedback.toml")
+    for mood, items in pools.feedback_emoji.items():
+        for item in items:
+            clusters = list(grapheme_clusters(item))
+            if len(clusters) != 1 or not is_emoji_cluster(item) or broken_sequences(item):
+                problems.append(LintProblem(where, "broken_text", f"emoji.{mood}: {item!r} is not one whole emoji"))
+    return problems
+
+
+def print_lint(problems: list[LintProblem]) -> None:
+    for problem in problems:
+        print(f"{problem.source}: {problem.code}: {problem.message}")
+        if problem.suggestion:
+            print(f"    suggestion: {problem.suggestion}")
+    print(f"{len(problems)} problem(s)" if problems else "all pool phrases pass")

@@ -1,0 +1,151 @@
+"""The jinja2 environment for templates and pool phrases.
+
+Sandboxed (users bring their own templates) and strict (an unknown variable is an error, never an
+empty string). Every template is parsed and its variables checked when it is loaded, so a typo is
+reported with file and line before anything is generated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2.exceptions import TemplateError as JinjaTemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from .errors import TemplateError
+from .josa import attach_particle
+from .resources import shipped_dir
+
+# Each template the generator renders, with the variables it provides to it.
+TEMPLATE_VARIABLES: Mapping[str, frozenset[str]] = {
+    "base_info_input.j2": frozenset({"location", "work_type", "category"}),
+    "free_text_input.j2": frozenset({"message"}),
+    "feedback": frozenset({"lead", "follow", "closing", "lead_emoji", "end_emoji"}),
+    "prompt.j2": frozenset({"instruction", "input"}),
+}
+FEEDBACK_LAYOUT_DIR = "feedback"
+
+
+def _josa_filter(word: Any, pair: str) -> str:
+    try:
+        return attach_particle(str(word), pair)
+    except ValueError as exc:
+        raise TemplateError(str(exc)) from exc
+
+
+@lru_cache(maxsize=1)
+def environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    env.filters["josa"] = _josa_filter
+    return env
+
+
+def check_phrase_slots(text: str, allowed: frozenset[str], where: str) -> None:
+    """Reject a pool phrase that does not parse or uses a slot its pool does not fill."""
+    env = environment()
+    try:
+        parsed = env.parse(text)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"{where}: template syntax error in phrase {text!r}: {exc.message}") from exc
+    unknown = sorted(meta.find_undeclared_variables(parsed) - allowed)
+    if unknown:
+        slots = ", ".join(sorted(allowed)) or "none"
+        raise TemplateError(f"{where}: phrase {text!r} uses unknown slot(s) {unknown}; available: {slots}")
+
+
+def render_phrase(text: str, **values: Any) -> str:
+    """Render a pool phrase (compiled once per distinct text)."""
+    rendered: str = _compiled(text).render(**values)
+    return rendered.strip()
+
+
+@lru_cache(maxsize=65536)
+def _compiled(text: str) -> Any:
+    return environment().from_string(text)
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    path: Path
+    source: str
+
+    def render(self, **values: Any) -> str:
+        try:
+            rendered: str = _compiled(self.source).render(**values)
+            return rendered.strip()
+        except JinjaTemplateError as exc:
+            raise TemplateError(f"{self.path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Templates:
+    root: Path
+    base_info_input: Template
+    free_text_input: Template
+    feedback_layouts: tuple[Template, ...]
+    prompt: Template | None
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        items = [self.base_info_input, self.free_text_input, *self.feedback_layouts]
+        if self.prompt is not None:
+            items.append(self.prompt)
+        return tuple(t.path for t in items)
+
+
+def default_templates_dir() -> Path:
+    return shipped_dir("templates")
+
+
+def load_templates(root: Path | str | None = None) -> Templates:
+    """Load and check every template under ``root`` (the shipped templates by default)."""
+    root_path = Path(root) if root is not None else default_templates_dir()
+    if not root_path.is_dir():
+        raise TemplateError(f"{root_path}: templates folder not found; pass --templates with a folder")
+    layouts_dir = root_path / FEEDBACK_LAYOUT_DIR
+    layout_paths = sorted(layouts_dir.glob("*.j2"))
+    if not layout_paths:
+        raise TemplateError(f"{layouts_dir}: no feedback layouts (*.j2) found")
+    prompt_path = root_path / "prompt.j2"
+    return Templates(
+        root=root_path,
+        base_info_input=load_template(root_path / "base_info_input.j2", TEMPLATE_VARIABLES["base_info_input.j2"]),
+        free_text_input=load_template(root_path / "free_text_input.j2", TEMPLATE_VARIABLES["free_text_input.j2"]),
+        feedback_layouts=tuple(load_template(path, TEMPLATE_VARIABLES["feedback"]) for path in layout_paths),
+        prompt=load_template(prompt_path, TEMPLATE_VARIABLES["prompt.j2"]) if prompt_path.exists() else None,
+    )
+
+
+def load_template(path: Path, variables: frozenset[str]) -> Template:
+    """Read one template and check its syntax and variables, naming file and line on error."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TemplateError(f"{path}: template not found") from None
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f"{path}: not UTF-8 text") from exc
+    env = environment()
+    try:
+        parsed = env.parse(source, name=path.name, filename=str(path))
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from exc
+    unknown = sorted(meta.find_undeclared_variables(parsed) - variables)
+    if unknown:
+        line = _first_line_using(source, unknown[0])
+        raise TemplateError(
+            f"{path}:{line}: unknown variable(s) {unknown}; this template gets: {', '.join(sorted(variables))}"
+        )
+    return Template(name=path.name, path=path, source=source)
+
+
+def _first_line_using(source: str, variable: str) -> int:
+    for number, line in enumerate(source.splitlines(), start=1):
+        if variable in line:
+            return number
+    return 1

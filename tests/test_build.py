@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kochallenge_data.build import BuildConfig, build_dataset, split_counts, write_build
+from kochallenge_data.checks.record import RecordChecker
+from kochallenge_data.errors import CapacityError
+from kochallenge_data.formats import parse_recommendation
+from kochallenge_data.models import TASKS, WeeklyRecord
+from kochallenge_data.pools import load_pools
+from kochallenge_data.sampling import capacity
+
+from .conftest import FIXTURE_POOLS, GOLDEN, ROOT, assert_golden
+
+
+def small_config(tmp_path: Path, **overrides: object) -> BuildConfig:
+    values: dict[str, object] = {"size": 24, "seed": 7, "pools": FIXTURE_POOLS, "out": tmp_path / "data.json"}
+    values.update(overrides)
+    return BuildConfig.model_validate(values)
+
+
+def test_golden_build_over_the_test_pools(tmp_path: Path, update_golden: bool) -> None:
+    config = small_config(tmp_path, size=12, seed=3, diversity=False)
+    write_build(build_dataset(config), config.out)
+    assert_golden(GOLDEN / "fixture_build.json", config.out.read_text(encoding="utf-8"), update_golden)
+
+
+@settings(max_examples=8)
+@given(seed=st.integers(0, 2**32), size=st.integers(3, 40))
+def test_every_built_record_meets_the_output_contract(tmp_path_factory: pytest.TempPathFactory, seed: int, size: int) -> None:
+    tmp_path = tmp_path_factory.mktemp("build")
+    result = build_dataset(small_config(tmp_path, seed=seed, size=size, diversity=False))
+    assert len(result.records) == size
+    checker = RecordChecker()
+    for index, (record, task) in enumerate(zip(result.records, result.tasks, strict=True)):
+        assert set(record.model_dump()) == {"instruction", "input", "output"}
+        assert checker.check(index, record.model_dump(), task) == []
+        if task == "feedback":
+            assert len(record.output) <= 100
+            WeeklyRecord.model_validate_json(record.input)
+        else:
+            parsed = parse_recommendation(record.output, expected_challenges=3)
+            assert not record.output.lstrip().startswith("{")
+            assert all(":" not in c.title for c in parsed.challenges)
+    keys = Counter((r.instruction, r.input, r.output) for r in result.records)
+    assert max(keys.values()) == 1
+
+
+def test_requested_size_and_mix_are_met_exactly(tmp_path: Path) -> None:
+    result = build_dataset(small_config(tmp_path, size=31, mix={"base_info": 2, "free_text": 1, "feedback": 0}))
+    counts = Counter(result.tasks)
+    assert counts == {"base_info": 21, "free_text": 10}
+    assert len(result.records) == 31
+
+
+@given(size=st.integers(0, 5000), weights=st.lists(st.floats(0, 10), min_size=3, max_size=3))
+def test_split_counts_always_sums_to_size(size: int, weights: list[float]) -> None:
+    if sum(weights) <= 0:
+        weights = [1.0, 1.0, 1.0]
+    counts = split_counts(size, dict(zip(TASKS, weights, strict=True)))  # type: ignore[arg-type]
+    assert sum(counts.values()) == size
+    assert all(c >= 0 for c in counts.values())
+
+
+def test_capacity_error_names_the_task_and_the_pool_before_writing(tmp_path: Path) -> None:
+    pools = load_pools(FIXTURE_POOLS)
+    base_capacity = capacity(pools, "base_info")
+    config = small_config(tmp_path, size=base_capacity + 1, mix={"base_info": 1, "free_text": 0, "feedback": 0})
+    with pytest.raises(CapacityError, match=r"task base_info needs \d+ distinct records .* grow pools/challenges"):
+        build_dataset(config)
+    assert not config.out.exists()
+
+
+def test_capacity_counts_the_distinct_challenge_sets_per_input() -> None:
+    pools = load_pools(FIXTURE_POOLS)
+    # Fixture: ZERO_WASTE has 5 challenges (one 사무직-only, one 산-only), VEGAN 4, all unrestricted otherwise.
+    # 도시/사무직: C(4,3); 도시/재택: C(3,3); 산/사무직: C(5,3); 산/재택: C(4,3); VEGAN: 4 x C(4,3).
+    assert capacity(pools, "base_info") == 4 + 1 + 10 + 4 + 4 * 4
+
+
+def test_a_build_can_use_every_distinct_record(tmp_path: Path) -> None:
+    pools = load_pools(FIXTURE_POOLS)
+    exact = capacity(pools, "base_info")
+    config = small_config(
+        tmp_path, size=exact, mix={"base_info": 1, "free_text": 0, "feedback": 0}, near_duplicate_threshold=1.0
+    )
+    result = build_dataset(config)
+    assert len({(r.input, frozenset(r.output.split("\n")[1:])) for r in result.records}) == exact
+
+
+def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(tmp_path: Path) -> None:
+    first, second, other = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    write_build(build_dataset(small_config(tmp_path, out=first)), first)
+    write_build(build_dataset(small_config(tmp_path, out=second)), second)
+    write_build(build_dataset(small_config(tmp_path, out=other, seed=8)), other)
+    assert first.read_bytes() == second.read_bytes()
+    assert first.read_bytes() != other.read_bytes()
+
+
+def test_determinism_holds_across_processes_and_hash_seeds(tmp_path: Path) -> None:
+    outputs = []
+    for hash_seed in ("0", "12345"):
+        out = tmp_path / f"hash{hash_seed}.json"
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        args = ["build", "--size", "30", "--pools", str(FIXTURE_POOLS), "--out", str(out), "--no-diversity"]
+        subprocess.run([sys.executable, "-m", "kochallenge_data", *args], check=True, env=env, cwd=tmp_path,
+                       capture_output=True)
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_dataset_is_a_utf8_array_of_three_string_fields_with_sidecars(tmp_path: Path) -> None:
+    config = small_config(tmp_path)
+    result = build_dataset(config)
+    paths = write_build(result, config.out)
+    raw = config.out.read_bytes()
+    assert "\\u" not in raw.decode("utf-8")
+    data = orjson.loads(raw)
+    assert isinstance(data, list) and all(list(r) == ["instruction", "input", "output"] for r in data)
+    manifest = orjson.loads(paths["manifest"].read_bytes())
+    assert manifest["seed"] == 7 and manifest["records"] == len(data)
+    assert set(manifest["pool_files"]) >= {"domain.toml", "challenges/vegan.toml", "feedback.toml"}
+    import hashlib
+
+    assert manifest["output_sha256"] == hashlib.sha256(raw).hexdigest()
+    meta = [orjson.loads(line) for line in paths["meta"].read_bytes().splitlines()]
+    assert [m["index"] for m in meta] == list(range(len(data)))
+    assert [m["task"] for m in meta] == result.tasks
+
+
+def test_base_info_challenges_fit_the_location_and_work_type(tmp_path: Path) -> None:
+    pools = load_pools(FIXTURE_POOLS)
+    by_title = {c.title: c for c in pools.challenges}
+    result = build_dataset(
+        small_config(tmp_path, size=30, mix={"base_info": 1, "free_text": 0, "feedback": 0}, near_duplicate_threshold=1.0)
+    )
+    names = {c.name: c.key for c in pools.categories}
+    for record in result.records:
+        location, work_type, category_name = record.input.split(", ")
+        for challenge in parse_recommendation(record.output).challenges:
+            item = by_title[challenge.title]
+            assert item.category == names[category_name]
+            assert item.suits(location, work_type), (record.input, challenge.title)
+
+
+def test_no_hedged_particles_in_any_output(tmp_path: Path) -> None:
+    result = build_dataset(small_config(tmp_path, size=60))
+    for record in result.records:
+        for hedge in ("이(가)", "을(를)", "은(는)", "(으)로", "과(와)"):
+            assert hedge not in record.output
+
+
+def test_interrupted_write_leaves_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kochallenge_data import writer
+
+    target = tmp_path / "data.json"
+    target.write_bytes(b"previous")
+
+    def interrupted(src: str, dst: Path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        writer.write_atomic(target, b"new content")
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["data.json"]
+
+
+def test_shipped_pools_and_templates_are_found_from_any_folder(tmp_path: Path) -> None:
+    pools = load_pools()
+    assert pools.root.resolve() in {(ROOT / "pools").resolve(), pools.root.resolve()}
+    assert len(pools.categories) == 8

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kochallenge_data.cli import build_parser
+
+from .conftest import FIXTURE_POOLS, ROOT
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kochallenge_data", *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
+
+
+def command_names() -> list[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return sorted(action.choices)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("command", command_names())
+def test_every_command_help_has_an_example_and_the_readme_mentions_it(command: str) -> None:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    help_text = action.choices[command].format_help()  # type: ignore[index]
+    assert "example:" in help_text and f"kochallenge_data {command}" in help_text
+    assert command in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_build_prints_a_summary_and_writes_the_files(tmp_path: Path) -> None:
+    result = run_cli("build", "--size", "12", "--pools", str(FIXTURE_POOLS), "--out", "d.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "built 12 records" in result.stdout and "capacity" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "d.json", "d.manifest.json", "d.meta.jsonl", "d.rejected.jsonl"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["build", "--pools", "no/such/folder"], "pools folder not found"),
+        (["build", "--size", "100000", "--pools", str(FIXTURE_POOLS)], "task base_info needs"),
+        (["build", "--mix", "base_info=1,chat=2"], "unknown task 'chat'"),
+        (["build", "--config", "missing.toml"], "cannot read config"),
+        (["validate", "missing.json"], "file not found"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_no_traceback(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode in (1, 2)
+    assert result.stderr.startswith("Error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_bad_usage_exits_2(tmp_path: Path) -> None:
+    assert run_cli("build", "--size", "many", cwd=tmp_path).returncode == 2
+    assert run_cli("no-such-command", cwd=tmp_path).returncode == 2
+
+
+def test_a_broken_pool_file_is_named_with_its_line(tmp_path: Path) -> None:
+    pools = tmp_path / "pools"
+    shutil.copytree(FIXTURE_POOLS, pools)
+    path = pools / "challenges" / "vegan.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace('title = "두유 라테 주문하기"', 'title = "두유: 라테"'),
+                    encoding="utf-8")
+    result = run_cli("build", "--pools", str(pools), "--size", "6", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "vegan.toml:" in result.stderr and "':'" in result.stderr
+
+
+def test_a_config_file_sets_options_and_flags_override_it(tmp_path: Path) -> None:
+    config = tmp_path / "build.toml"
+    config.write_text(f'size = 9\nseed = 5\npools = "{FIXTURE_POOLS}"\nout = "from_config.json"\n', encoding="utf-8")
+    result = run_cli("build", "--config", str(config), "--size", "6", "--no-diversity", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "built 6 records" in result.stdout and (tmp_path / "from_config.json").exists()
+
+
+def test_lint_pools_names_file_and_line_of_a_glued_phrase(tmp_path: Path) -> None:
+    pools = tmp_path / "pools"
+    shutil.copytree(FIXTURE_POOLS, pools)
+    path = pools / "recommend.toml"
+    text = path.read_text(encoding="utf-8").replace("이런 챌린지는 어떠세요?", "이런챌린지는어떠세요?")
+    path.write_text(text, encoding="utf-8")
+    result = run_cli("lint-pools", "--pools", str(pools), cwd=tmp_path)
+    assert result.returncode == 1
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if "이런챌린지는" in row)
+    assert f"recommend.toml:{line}: spacing" in result.stdout
