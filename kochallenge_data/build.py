@@ -37,7 +37,8 @@ MAX_REPEATS = 2000
 
 
 def _equal_mix() -> dict[Task, float]:
-    return dict.fromkeys(TASKS, 1.0)
+    mix: dict[Task, float] = {task: 1.0 for task in TASKS}
+    return mix
 
 
 class BuildConfig(BaseModel):
@@ -47,7 +48,7 @@ class BuildConfig(BaseModel):
 
     size: int = Field(default=3000, ge=1, le=1_000_000)
     seed: int = 42
-    mix: dict[Task, float] = Field(default_factory=lambda: {"base_info": 1.0, "free_text": 1.0, "feedback": 1.0})
+    mix: dict[Task, float] = Field(default_factory=_equal_mix)
     pools: Path | None = None
     templates: Path | None = None
     out: Path = Path("multitask_dataset_v2.json")

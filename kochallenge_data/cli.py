@@ -39,13 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build(commands)
     _add_validate(commands)
     _add_lint(commands)
+    _register_optional(commands)
+    return parser
+
+
+def _register_optional(commands: Any) -> None:
+    """Command groups that live in their own modules; each imports its heavy stack only when run."""
+    import importlib
     import importlib.util
 
-    if importlib.util.find_spec("kochallenge_data.ml.cli") is not None:  # TEMP until ml lands
-        from .ml.cli import register as register_model_commands
-
-        register_model_commands(commands)
-    return parser
+    for module in ("stack_cli", "ml.cli", "ml.train_cli", "serve.cli"):  # TEMP guard until all land
+        name = f"kochallenge_data.{module}"
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            importlib.import_module(name).register(commands)
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:

@@ -193,11 +193,12 @@ def free_text_messages(pools: Pools, needed: int) -> list[MessageItem]:
 
 
 def reply_sentences(pools: Pools, mood: str) -> tuple[Phrase, ...]:
-    """Replies for a mood, plus the general ones so that mood replies do not repeat too often."""
-    general = pools.replies_for("")
-    if not mood or mood not in pools.free_text_replies:
-        return general
-    return pools.free_text_replies[mood] + general
+    """Replies that answer the message's mood; general replies for messages without one.
+
+    Mixing general replies into every mood would make each general sentence several times more
+    frequent than any mood sentence (a monotony the team saw), so the two stay apart.
+    """
+    return pools.replies_for(mood)
 
 
 # ---------------------------------------------------------------- feedback

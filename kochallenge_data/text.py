@@ -122,8 +122,14 @@ def _only_space_and_emoji(segment: str) -> bool:
     return all(c.isspace() or is_emoji_cluster(c) for c in grapheme_clusters(segment))
 
 
+# Characters without which no text can be broken in the ways below: a cheap test skips clean text.
+_MAY_BE_BROKEN = re.compile("[\u200d\ufe0e\ufe0f\u20e3\ufffd\U0001f1e6-\U0001f1ff\U0001f3fb-\U0001f3ff]")
+
+
 def broken_sequences(text: str) -> list[tuple[int, int, str]]:
     """Spans of text that was cut or corrupted: (start, end, why)."""
+    if _MAY_BE_BROKEN.search(text) is None:
+        return []
     problems: list[tuple[int, int, str]] = []
     offset = 0
     for cluster in grapheme_clusters(text):

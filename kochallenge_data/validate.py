@@ -18,6 +18,8 @@ from .checks.spacing import SpacingChecker
 from .errors import FormatError, InputFileError
 from .formats import format_recommendation, parse_recommendation
 from .models import Finding, Task
+from .pools import default_pools_dir
+from .spacing_allowlist import load_allowlist
 from .text import FEEDBACK_LIMIT, normalize_for_compare, trim
 from .writer import write_atomic
 
@@ -91,7 +93,8 @@ def validate_records(
     checker = RecordChecker(
         expected_challenges=expected_challenges,
         feedback_limit=feedback_limit,
-        spacing=spacing or SpacingChecker(),
+        # Kiwi's known false alarms are facts about Kiwi, not about one dataset: use the shipped list.
+        spacing=spacing or SpacingChecker(load_allowlist(default_pools_dir())),
         check_spacing=check_spacing,
     )
     tasks: list[Task] = [task or (infer_task(r) if isinstance(r, dict) else "free_text") for r in records]
@@ -162,7 +165,7 @@ def write_fixed(records: Sequence[Any], report: ValidationReport, out: Path) -> 
     by_index: dict[int, set[str]] = defaultdict(set)
     for finding in report.findings:
         by_index[finding.index].add(finding.code)
-    spacing = SpacingChecker()
+    spacing = SpacingChecker(load_allowlist(default_pools_dir()))
     changes: Counter[str] = Counter()
     fixed: list[Any] = []
     for i, record in enumerate(records):

@@ -36,7 +36,9 @@ def test_golden_build_over_the_test_pools(tmp_path: Path, update_golden: bool) -
 
 @settings(max_examples=8)
 @given(seed=st.integers(0, 2**32), size=st.integers(3, 40))
-def test_every_built_record_meets_the_output_contract(tmp_path_factory: pytest.TempPathFactory, seed: int, size: int) -> None:
+def test_every_built_record_meets_the_output_contract(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, size: int
+) -> None:
     tmp_path = tmp_path_factory.mktemp("build")
     result = build_dataset(small_config(tmp_path, seed=seed, size=size, diversity=False))
     assert len(result.records) == size
@@ -112,8 +114,9 @@ def test_determinism_holds_across_processes_and_hash_seeds(tmp_path: Path) -> No
         out = tmp_path / f"hash{hash_seed}.json"
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
         args = ["build", "--size", "30", "--pools", str(FIXTURE_POOLS), "--out", str(out), "--no-diversity"]
-        subprocess.run([sys.executable, "-m", "kochallenge_data", *args], check=True, env=env, cwd=tmp_path,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "kochallenge_data", *args], check=True, env=env, cwd=tmp_path, capture_output=True
+        )
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
 
@@ -141,7 +144,9 @@ def test_base_info_challenges_fit_the_location_and_work_type(tmp_path: Path) -> 
     pools = load_pools(FIXTURE_POOLS)
     by_title = {c.title: c for c in pools.challenges}
     result = build_dataset(
-        small_config(tmp_path, size=30, mix={"base_info": 1, "free_text": 0, "feedback": 0}, near_duplicate_threshold=1.0)
+        small_config(
+            tmp_path, size=30, mix={"base_info": 1, "free_text": 0, "feedback": 0}, near_duplicate_threshold=1.0
+        )
     )
     names = {c.name: c.key for c in pools.categories}
     for record in result.records:

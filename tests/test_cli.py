@@ -38,7 +38,10 @@ def test_build_prints_a_summary_and_writes_the_files(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "built 12 records" in result.stdout and "capacity" in result.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "d.json", "d.manifest.json", "d.meta.jsonl", "d.rejected.jsonl"
+        "d.json",
+        "d.manifest.json",
+        "d.meta.jsonl",
+        "d.rejected.jsonl",
     ]
 
 
@@ -69,8 +72,10 @@ def test_a_broken_pool_file_is_named_with_its_line(tmp_path: Path) -> None:
     pools = tmp_path / "pools"
     shutil.copytree(FIXTURE_POOLS, pools)
     path = pools / "challenges" / "vegan.toml"
-    path.write_text(path.read_text(encoding="utf-8").replace('title = "두유 라테 주문하기"', 'title = "두유: 라테"'),
-                    encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace('title = "두유 라테 주문하기"', 'title = "두유: 라테"'),
+        encoding="utf-8",
+    )
     result = run_cli("build", "--pools", str(pools), "--size", "6", cwd=tmp_path)
     assert result.returncode == 1
     assert "vegan.toml:" in result.stderr and "':'" in result.stderr

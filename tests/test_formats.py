@@ -9,19 +9,21 @@ from kochallenge_data.formats import format_recommendation, parse_recommendation
 from kochallenge_data.models import Challenge, Recommendation
 
 # Field text: no line breaks, no surrounding whitespace, not empty; titles also without ':'.
-_chars = st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85")
+_chars = st.characters(
+    blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85"
+)
 field_text = st.text(_chars, min_size=1, max_size=40).map(str.strip).filter(bool)
-title_text = field_text.map(lambda s: s.replace(":", "")).map(str.strip).filter(
-    lambda s: bool(s) and not s[0].isdigit() and s[0] not in "-*•·#"
+title_text = (
+    field_text.map(lambda s: s.replace(":", ""))
+    .map(str.strip)
+    .filter(lambda s: bool(s) and not s[0].isdigit() and s[0] not in "-*•·#")
 )
 recommend_text = field_text.filter(lambda s: not s.startswith("{") and s[0] not in "-*•·#" and not s[0].isdigit())
 
 
 @st.composite
 def recommendations(draw: st.DrawFn) -> Recommendation:
-    challenges = draw(
-        st.lists(st.builds(Challenge, title=title_text, description=field_text), min_size=1, max_size=5)
-    )
+    challenges = draw(st.lists(st.builds(Challenge, title=title_text, description=field_text), min_size=1, max_size=5))
     return Recommendation(recommend=draw(recommend_text), challenges=challenges)
 
 
@@ -47,7 +49,9 @@ def test_known_output_renders_exactly() -> None:
         recommend="도시에서 해 보기 좋은 챌린지예요.",
         challenges=[Challenge(title="텀블러 쓰기", description="일회용 컵을 줄여요.")],
     )
-    assert format_recommendation(recommendation) == "도시에서 해 보기 좋은 챌린지예요.\n텀블러 쓰기: 일회용 컵을 줄여요."
+    assert (
+        format_recommendation(recommendation) == "도시에서 해 보기 좋은 챌린지예요.\n텀블러 쓰기: 일회용 컵을 줄여요."
+    )
 
 
 @pytest.mark.parametrize(

@@ -29,12 +29,12 @@ def edit(path: Path, old: str, new: str) -> None:
 @pytest.mark.parametrize(
     ("file", "old", "new", "message"),
     [
-        ("recommend.toml", "{{ category | josa(\"을/를\") }}", "{{ categroy }}", r"recommend.toml:\d+: .*unknown slot"),
+        ("recommend.toml", '{{ category | josa("을/를") }}', "{{ categroy }}", r"recommend.toml:\d+: .*unknown slot"),
         ("challenges/vegan.toml", 'tags = ["가벼움"]', 'tags = ["가벼운"]', r"vegan.toml:\d+: unknown tag '가벼운'"),
         ("challenges/vegan.toml", "콩고기 요리 해 보기", "두유라테 주문하기", "repeats '두유 라테 주문하기'"),
         ("challenges/vegan.toml", "두유 라테 주문하기", "채식 점심 한 끼", "duplicate phrase|repeats"),
         ("domain.toml", 'locations = ["도시", "산"]', 'locations = "도시"', r"domain.toml:\d+: locations"),
-        ("messages.toml", "mood = \"피곤\"", "mood = \"졸림\"", "unknown mood '졸림'"),
+        ("messages.toml", 'mood = "피곤"', 'mood = "졸림"', "unknown mood '졸림'"),
         ("feedback.toml", "[emoji]", "[emojis]", "feedback.toml"),
         ("instructions.toml", "base_info = [", "base_info = [ ", ""),
     ],
@@ -54,7 +54,7 @@ def test_pool_mistakes_name_the_file_and_what_to_do(
 def test_broken_toml_is_reported_with_the_file(tmp_path: Path) -> None:
     pools = copy_pools(tmp_path)
     (pools / "feedback.toml").write_text("[phrases\nsuccess = 1", encoding="utf-8")
-    with pytest.raises(PoolError, match="feedback.toml: invalid TOML"):
+    with pytest.raises(PoolError, match=r"feedback\.toml: invalid TOML"):
         load_pools(pools)
 
 

@@ -28,7 +28,10 @@ def rec(input_text: str, output: str, instruction: str = INSTRUCTION) -> dict[st
 
 # One record per defect the team shipped, with the code validate must report for it.
 DEFECTS: list[tuple[str, object]] = [
-    ("json_output", rec("도시, 사무직, 비건", '{"recommend": "추천해요.", "challenges": [{"title": "가", "description": "나"}]}')),
+    (
+        "json_output",
+        rec("도시, 사무직, 비건", '{"recommend": "추천해요.", "challenges": [{"title": "가", "description": "나"}]}'),
+    ),
     ("json_output", rec("산, 현장직, 플로깅", '{"text": "추천해요.\\n텀블러: 좋아요."}')),
     ("not_newline_format", rec("바닷가, 영업직, 비건", "추천해요. 텀블러 쓰기와 손수건 쓰기를 해 보세요.")),
     ("challenge_count", rec("농촌, 사무직, 비건", GOOD_OUTPUT.rsplit("\n", 1)[0])),
@@ -60,7 +63,10 @@ def test_duplicates_and_near_duplicates_are_caught() -> None:
     base = rec("도시, 사무직, 제로웨이스트", GOOD_OUTPUT)
     spaced = rec("도시, 사무직, 제로웨이스트", GOOD_OUTPUT.replace(" ", "  "))
     near = rec("도시, 사무직, 제로웨이스트", GOOD_OUTPUT.replace("골랐어요.", "골라 봤어요."))
-    other = rec("산, 현장직, 비건", "전혀 다른 추천이에요.\n채식 점심: 고기 없이 먹어요.\n두유: 우유 대신 마셔요.\n콩고기: 볶아 먹어요.")
+    other = rec(
+        "산, 현장직, 비건",
+        "전혀 다른 추천이에요.\n채식 점심: 고기 없이 먹어요.\n두유: 우유 대신 마셔요.\n콩고기: 볶아 먹어요.",
+    )
     report = validate_records([base, spaced, near, other], check_spacing=False)
     codes = {(f.index, f.code) for f in report.findings if f.code in ("duplicate", "near_duplicate")}
     assert codes == {(1, "duplicate"), (2, "near_duplicate")}

@@ -43,10 +43,15 @@ def minhash(grams: np.ndarray) -> np.ndarray:
     return result
 
 
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    inter = len(np.intersect1d(a, b, assume_unique=True))
+def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
+    inter = len(a & b)
     union = len(a) + len(b) - inter
     return inter / union if union else 1.0
+
+
+# Candidates whose MinHash estimate is this far below the threshold are not worth an exact check;
+# with 64 hashes the estimate's standard error is at most 0.0625, so 0.25 is four of them.
+ESTIMATE_MARGIN = 0.25
 
 
 @dataclass
@@ -56,7 +61,8 @@ class DuplicateIndex:
     threshold: float = DEFAULT_THRESHOLD
     _exact: dict[str, int] = field(default_factory=dict)
     _bands: list[dict[bytes, list[int]]] = field(default_factory=lambda: [defaultdict(list) for _ in range(BANDS)])
-    _grams: list[np.ndarray] = field(default_factory=list)
+    _grams: list[frozenset[int]] = field(default_factory=list)
+    _signatures: np.ndarray = field(default_factory=lambda: np.empty((1024, HASHES), dtype=np.uint64))
     _ids: list[int] = field(default_factory=list)
 
     def find(self, text: str) -> tuple[str, int, float] | None:
@@ -79,7 +85,10 @@ class DuplicateIndex:
             return hit
         self._exact[key] = item_id
         position = len(self._grams)
-        self._grams.append(grams)
+        if position == len(self._signatures):
+            self._signatures = np.concatenate([self._signatures, np.empty_like(self._signatures)])
+        self._signatures[position] = signature
+        self._grams.append(frozenset(grams.tolist()))
         self._ids.append(item_id)
         for band, bucket in zip(self._band_keys(signature), self._bands, strict=True):
             bucket[band].append(position)
@@ -92,9 +101,15 @@ class DuplicateIndex:
         candidates: set[int] = set()
         for band, bucket in zip(self._band_keys(signature), self._bands, strict=True):
             candidates.update(bucket.get(band, ()))
+        if not candidates:
+            return None
+        positions = np.array(sorted(candidates))
+        estimates = (self._signatures[positions] == signature).mean(axis=1)
+        likely = positions[estimates >= self.threshold - ESTIMATE_MARGIN]
         best: tuple[str, int, float] | None = None
-        for position in sorted(candidates):
-            similarity = jaccard(grams, self._grams[position])
+        gram_set = frozenset(grams.tolist())
+        for position in likely.tolist():
+            similarity = jaccard(gram_set, self._grams[position])
             if similarity >= self.threshold and (best is None or similarity > best[2]):
                 best = ("near_duplicate", self._ids[position], similarity)
         return best

@@ -22,10 +22,16 @@ def distinct_n(token_lists: Sequence[Sequence[str]], n: int) -> float:
 
 
 def morphemes(texts: Sequence[str]) -> list[list[str]]:
+    """Kiwi morphemes (form/tag) per text. Lines are analysed once each: built outputs share most
+    of their lines (challenge lines repeat across records), which makes this many times faster."""
     from .spacing import get_kiwi
 
-    kiwi = get_kiwi()
-    return [[f"{t.form}/{t.tag}" for t in tokens] for tokens in kiwi.tokenize(list(texts))]
+    lines = list(dict.fromkeys(line for text in texts for line in text.split("\n")))
+    analysed = {
+        line: [f"{t.form}/{t.tag}" for t in tokens]
+        for line, tokens in zip(lines, get_kiwi().tokenize(lines), strict=True)
+    }
+    return [[m for line in text.split("\n") for m in analysed[line]] for text in texts]
 
 
 def diversity_stats(records: Sequence[dict[str, str]], tasks: Sequence[Task]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict
 
@@ -43,8 +45,17 @@ def _allowed(cluster: str, policy: FieldPolicy) -> bool:
     return policy.emoji and is_emoji_cluster(cluster)
 
 
+@lru_cache(maxsize=32)
+def _plain_pattern(policy: FieldPolicy) -> re.Pattern[str]:
+    """Text made only of these characters passes without the per-cluster walk."""
+    digits = "0-9" if policy.digits else ""
+    return re.compile(f"[가-힣 {digits}{re.escape(policy.punctuation)}]*")
+
+
 def disallowed_spans(text: str, policy: FieldPolicy) -> list[tuple[int, int]]:
     """Runs of characters the policy forbids, as (start, end) offsets into ``text``."""
+    if _plain_pattern(policy).fullmatch(text):
+        return []
     spans: list[tuple[int, int]] = []
     offset = 0
     for cluster in grapheme_clusters(text):

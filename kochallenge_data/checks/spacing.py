@@ -6,7 +6,8 @@ auxiliary verbs) and breaks around emoji and zero-width characters. So this modu
 1. runs Kiwi only on Hangul stretches between emoji and invisible characters, and discards any
    suggestion that changes more than whitespace;
 2. flags a text only where Kiwi inserts a space right after a particle, an ending or a dependent
-   noun (tags ``J*``, ``ETM``, ``EC``, ``EF``, ``ETN``, ``NNB``), but not between an ending and an auxiliary verb (``EC``→``VX``)
+   noun (tags ``J*``, ``ETM``, ``EC``, ``EF``, ``ETN``, ``NNB``), but not between an ending and an
+   auxiliary verb (``EC``→``VX``)
    and not before symbols or emoji;
 3. offers Kiwi's full spacing as a suggestion, and ``fix`` applies only the flagged insertions.
 """
@@ -117,7 +118,7 @@ def _is_flagged(tokens: Sequence[Any], space_at: int) -> bool:
         return False
     if left == "NNB":
         # "수 있다", "것 같다": only before a verb or adjective; Kiwi misreads "거라면" as 거 + 라면 (noodles).
-        return right.startswith(("VV", "VA", "VX"))
+        return bool(right.startswith(("VV", "VA", "VX")))
     return not (left == "EC" and right.startswith("VX"))
 
 
