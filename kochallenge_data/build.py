@@ -34,6 +34,7 @@ BATCH = 512
 CAPACITY_SHOWN_MAX = 10**15
 # Consecutive draws that only repeat earlier records before a task counts as exhausted.
 MAX_REPEATS = 2000
+MIN_ALLOWED_REJECTS = 20
 
 
 def _equal_mix() -> dict[Task, float]:
@@ -164,7 +165,8 @@ class _Gate:
     def fill(self, order: list[Task], progress: ProgressFn | None) -> list[Candidate]:
         slots: list[Candidate | None] = [None] * len(order)
         pending = list(range(len(order)))
-        allowed_rejects = int(self.config.max_reject_share * len(order)) + 50
+        # A few rejects are normal even in tiny builds; beyond the share, the pools need fixing.
+        allowed_rejects = int(self.config.max_reject_share * len(order)) + MIN_ALLOWED_REJECTS
         done = 0
         while pending:
             batch, pending = pending[:BATCH], pending[BATCH:]
@@ -186,12 +188,12 @@ class _Gate:
                         ]
                 if findings:
                     self._reject(candidate, findings)
+                    if len(self.rejected) > allowed_rejects:
+                        raise KochallengeError(self._too_many_rejects_message())
                     pending.append(slot)
                 else:
                     slots[slot] = candidate
                     done += 1
-            if len(self.rejected) > allowed_rejects:
-                raise KochallengeError(self._too_many_rejects_message())
             if progress is not None:
                 progress(done, len(order))
         return [c for c in slots if c is not None]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from kochallenge_data.build import BuildConfig, build_dataset, split_counts, write_build
 from kochallenge_data.checks.record import RecordChecker
-from kochallenge_data.errors import CapacityError
+from kochallenge_data.errors import CapacityError, KochallengeError
 from kochallenge_data.formats import parse_recommendation
 from kochallenge_data.models import TASKS, WeeklyRecord
 from kochallenge_data.pools import load_pools
@@ -184,3 +184,32 @@ def test_shipped_pools_and_templates_are_found_from_any_folder(tmp_path: Path) -
     pools = load_pools()
     assert pools.root.resolve() in {(ROOT / "pools").resolve(), pools.root.resolve()}
     assert len(pools.categories) == 8
+
+
+@settings(max_examples=10)
+@given(extra=st.integers(1, 50), task=st.sampled_from(["base_info", "free_text"]))
+def test_any_request_beyond_capacity_fails_before_sampling(
+    tmp_path_factory: pytest.TempPathFactory, extra: int, task: str
+) -> None:
+    pools = load_pools(FIXTURE_POOLS)
+    limit = capacity(pools, task)  # type: ignore[arg-type]
+    mix = {t: (1.0 if t == task else 0.0) for t in TASKS}
+    config = small_config(tmp_path_factory.mktemp("cap"), size=limit + extra, mix=mix)
+    with pytest.raises(CapacityError, match=f"task {task} needs {limit + extra} distinct records"):
+        build_dataset(config)
+
+
+def test_too_many_rejects_name_the_pool_items_at_fault(tmp_path: Path) -> None:
+    import shutil
+
+    pools = tmp_path / "pools"
+    shutil.copytree(FIXTURE_POOLS, pools)
+    recommend = pools / "recommend.toml"
+    text = recommend.read_text(encoding="utf-8")
+    start, end = text.index("base_info = ["), text.index("]", text.index("base_info = ["))
+    glued = "base_info = ['{{ category }}챌린지를골라봤어요.', '{{ location }}에서할수있어요.'"
+    recommend.write_text(text[:start] + glued + text[end:], encoding="utf-8")
+    config = small_config(tmp_path, size=30, pools=pools, mix={"base_info": 1, "free_text": 0, "feedback": 0},
+                          max_reject_share=0.0, near_duplicate_threshold=1.0)
+    with pytest.raises(KochallengeError, match=r"recommend\.toml:\d+ \(spacing\)"):
+        build_dataset(config)

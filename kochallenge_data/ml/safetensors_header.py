@@ -9,6 +9,7 @@ the declared length is capped and checked against the file size before anything 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -96,9 +97,7 @@ def read_header(path: Path, *, max_header_bytes: int = MAX_HEADER_BYTES) -> Safe
         raise HeaderError("not a regular file")
     file_size = info.st_size
     if file_size < 8:
-        raise HeaderError(
-            f"truncated: the file has {file_size} bytes, fewer than the 8-byte header length"
-        )
+        raise HeaderError(f"truncated: the file has {file_size} bytes, fewer than the 8-byte header length")
     try:
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
@@ -110,9 +109,7 @@ def read_header(path: Path, *, max_header_bytes: int = MAX_HEADER_BYTES) -> Safe
                     "(corrupt or not a safetensors file)"
                 )
             if 8 + length > file_size:
-                raise HeaderError(
-                    f"truncated: the header claims {length:,} bytes but the file has only {file_size:,}"
-                )
+                raise HeaderError(f"truncated: the header claims {length:,} bytes but the file has only {file_size:,}")
             raw = handle.read(length)
     except OSError as exc:
         raise HeaderError(f"cannot read the file: {exc.strerror or exc}") from None
@@ -144,17 +141,13 @@ def parse_header(raw: bytes, *, file_size: int, path: Path) -> SafetensorsHeader
             continue
         tensors[name] = _tensor(name, entry, data_size)
     _check_overlaps(tensors)
-    return SafetensorsHeader(
-        path=path, file_size=file_size, header_size=len(raw), tensors=tensors, metadata=metadata
-    )
+    return SafetensorsHeader(path=path, file_size=file_size, header_size=len(raw), tensors=tensors, metadata=metadata)
 
 
 def _metadata(entry: object) -> dict[str, str]:
     if entry is None:
         return {}
-    if not isinstance(entry, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in entry.items()
-    ):
+    if not isinstance(entry, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in entry.items()):
         raise HeaderError("__metadata__ must map strings to strings")
     return dict(entry)
 
@@ -201,37 +194,6 @@ def _is_count(value: object) -> bool:
 
 def _check_overlaps(tensors: Mapping[str, TensorInfo]) -> None:
     spans = sorted((t.start, t.end, t.name) for t in tensors.values() if t.end > t.start)
-    for (_, prev_end, prev_name), (start, _, name) in zip(spans, spans[1:], strict=False):
+    for (_, prev_end, prev_name), (start, _, name) in itertools.pairwise(spans):
         if start < prev_end:
             raise HeaderError(f"tensors {prev_name!r} and {name!r} overlap in the data section")
-
-
-def write_safetensors(
-    path: Path,
-    tensors: Mapping[str, tuple[str, tuple[int, ...]]],
-    *,
-    metadata: Mapping[str, str] | None = None,
-    sparse: bool = False,
-) -> None:
-    """Write a safetensors file of zeros with the given ``{name: (dtype, shape)}``.
-
-    For tests and examples without torch. ``sparse=True`` only sets the file size (a sparse file on
-    most filesystems), so a 7B-shaped checkpoint costs no disk space.
-    """
-    header: dict[str, object] = {}
-    if metadata is not None:
-        header["__metadata__"] = dict(metadata)
-    offset = 0
-    for name, (dtype, shape) in tensors.items():
-        size = (math.prod(shape) * DTYPE_BITS[dtype] + 7) // 8
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as handle:
-        handle.write(struct.pack("<Q", len(raw)))
-        handle.write(raw)
-        if sparse:
-            handle.truncate(8 + len(raw) + offset)
-        else:
-            handle.write(b"\0" * offset)

@@ -1,0 +1,78 @@
+"""Property tests for the record checks: valid records pass, each kind of damage gets its code."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kochallenge_data.checks.korean import DEFAULT_POLICY, disallowed_spans
+from kochallenge_data.checks.record import RecordChecker
+from kochallenge_data.formats import format_recommendation, recommendation_to_json
+from kochallenge_data.models import Challenge, Recommendation
+
+from .strategies import EMOJI, words
+
+checker = RecordChecker(check_spacing=False)
+korean_phrase = st.lists(words, min_size=1, max_size=5).map(" ".join)
+
+
+@st.composite
+def recommendations(draw: st.DrawFn, count: int = 3) -> Recommendation:
+    challenges = [
+        Challenge(title=draw(korean_phrase), description=draw(korean_phrase) + draw(st.sampled_from(["", ".", "!"])))
+        for _ in range(count)
+    ]
+    return Recommendation(recommend=draw(korean_phrase) + draw(st.sampled_from(["", ".", " 🌱"])), challenges=challenges)
+
+
+def codes(output: str, input_text: str = "도시, 사무직, 비건") -> set[str]:
+    return {f.code for f in checker.check(0, {"instruction": "추천해 주세요.", "input": input_text, "output": output})}
+
+
+@given(recommendations())
+def test_a_valid_recommendation_has_no_findings(recommendation: Recommendation) -> None:
+    assert codes(format_recommendation(recommendation)) == set()
+
+
+@given(recommendations())
+def test_json_forms_are_always_json_output(recommendation: Recommendation) -> None:
+    assert "json_output" in codes(recommendation_to_json(recommendation))
+    assert "json_output" in codes('{"text": "' + format_recommendation(recommendation).replace("\n", "\\n") + '"}')
+
+
+@given(recommendations(), st.integers(1, 3), st.sampled_from(["1. ", "- ", "* ", "• ", "## "]))
+def test_numbering_or_bullets_are_caught(recommendation: Recommendation, line: int, marker: str) -> None:
+    lines = format_recommendation(recommendation).split("\n")
+    lines[line] = marker + lines[line]
+    assert "numbering" in codes("\n".join(lines))
+
+
+@given(recommendations(), st.integers(1, 3))
+def test_blank_lines_and_padding_are_caught(recommendation: Recommendation, line: int) -> None:
+    lines = format_recommendation(recommendation).split("\n")
+    assert "blank_line" in codes("\n".join([*lines[:line], "", *lines[line:]]))
+    padded = [*lines]
+    padded[line] += " "
+    assert "trailing_whitespace" in codes("\n".join(padded))
+
+
+@given(st.integers(1, 6).filter(lambda n: n != 3), st.data())
+def test_wrong_challenge_count_is_caught(count: int, data: st.DataObject) -> None:
+    assert "challenge_count" in codes(format_recommendation(data.draw(recommendations(count))))
+
+
+@given(korean_phrase, st.sampled_from(["ABC", "ㅋㅋ", "#", "3", "http", "🎉", "`"]), st.integers(0, 5))
+def test_korean_only_policy_reports_the_offending_span(phrase: str, intruder: str, where: int) -> None:
+    at = min(where, len(phrase))
+    text = phrase[:at] + intruder + phrase[at:]
+    spans = disallowed_spans(text, DEFAULT_POLICY["challenge_title"])
+    assert spans and text[spans[0][0] : spans[0][1]].find(intruder[0]) != -1
+
+
+@given(korean_phrase, st.sampled_from(EMOJI), st.integers(0, 99))
+def test_feedback_allows_digits_and_emoji_but_not_past_100(phrase: str, emoji: str, count: int) -> None:
+    week = '{"memberId":1,"personalChallenges":[],"groupChallenges":[]}'
+    output = f"{phrase} {count}번 했어요! {emoji}"
+    found = codes(output, week)
+    assert "non_korean" not in found
+    assert ("feedback_too_long" in found) == (len(output) > 100)
