@@ -427,9 +427,20 @@ def _check_unique(values: Iterable[str], path: Path, what: str) -> None:
         seen.add(value)
 
 
+# Particles that may trail a word in a title; two titles that differ only by them are the same title.
+_TITLE_PARTICLES = ("에서", "으로", "을", "를", "이", "가", "은", "는", "로", "에", "과", "와", "도", "의")
+
+
 def title_key(title: str) -> str:
-    """Titles that differ only by spacing collide: the model cannot tell them apart."""
-    return "".join(title.split())
+    """Titles that differ only by spacing or a particle collide: the model cannot tell them apart."""
+    words = []
+    for word in title.split():
+        for particle in _TITLE_PARTICLES:
+            if word.endswith(particle) and len(word) > len(particle):
+                word = word[: -len(particle)]
+                break
+        words.append(word)
+    return "".join(words)
 
 
 def _check_titles_distinct(challenges: Sequence[PoolChallenge]) -> None:

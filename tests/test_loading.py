@@ -32,6 +32,7 @@ def edit(path: Path, old: str, new: str) -> None:
         ("recommend.toml", '{{ category | josa("을/를") }}', "{{ categroy }}", r"recommend.toml:\d+: .*unknown slot"),
         ("challenges/vegan.toml", 'tags = ["가벼움"]', 'tags = ["가벼운"]', r"vegan.toml:\d+: unknown tag '가벼운'"),
         ("challenges/vegan.toml", "콩고기 요리 해 보기", "두유라테 주문하기", "repeats '두유 라테 주문하기'"),
+        ("challenges/vegan.toml", "콩고기 요리 해 보기", "두유 라테를 주문하기", "repeats"),
         ("challenges/vegan.toml", "두유 라테 주문하기", "채식 점심 한 끼", "duplicate phrase|repeats"),
         ("domain.toml", 'locations = ["도시", "산"]', 'locations = "도시"', r"domain.toml:\d+: locations"),
         ("messages.toml", 'mood = "피곤"', 'mood = "졸림"', "unknown mood '졸림'"),

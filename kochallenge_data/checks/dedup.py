@@ -1,8 +1,10 @@
 """Exact and near-duplicate detection that scales to 100k short Korean records.
 
-Near duplicates use MinHash over character 3-gram shingles with LSH banding (64 hashes in 16 bands
-of 4), and every candidate pair is confirmed with the exact Jaccard similarity, so the threshold
-is exact and the banding only decides which pairs are worth comparing.
+Near duplicates use MinHash over character 3-gram shingles with LSH banding (126 hashes in 18 bands
+of 7), and every candidate pair is confirmed with the exact Jaccard similarity, so the threshold
+is exact and the banding only decides which pairs are worth comparing. Long bands keep built data
+fast: records that share two of three challenge lines (Jaccard about 0.5) rarely become candidates
+(13%), while a pair at 0.8 is found with probability 0.985 and at 0.85 with 0.999.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import numpy as np
 from ..text import normalize_for_compare
 
 SHINGLE = 3
-HASHES = 64
-BANDS = 16
-ROWS = HASHES // BANDS
+BANDS = 18
+ROWS = 7
+HASHES = BANDS * ROWS
 DEFAULT_THRESHOLD = 0.8
 
 # Fixed multipliers: the same shingles give the same signature on every machine.
@@ -50,8 +52,8 @@ def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
 
 
 # Candidates whose MinHash estimate is this far below the threshold are not worth an exact check;
-# with 64 hashes the estimate's standard error is at most 0.0625, so 0.25 is four of them.
-ESTIMATE_MARGIN = 0.25
+# with 126 hashes the estimate's standard error is at most 0.045, so 0.2 is over four of them.
+ESTIMATE_MARGIN = 0.2
 
 
 @dataclass

@@ -6,8 +6,8 @@ auxiliary verbs) and breaks around emoji and zero-width characters. So this modu
 1. runs Kiwi only on Hangul stretches between emoji and invisible characters, and discards any
    suggestion that changes more than whitespace;
 2. flags a text only where Kiwi inserts a space right after a particle, an ending or a dependent
-   noun (tags ``J*``, ``ETM``, ``EC``, ``EF``, ``ETN``, ``NNB``), but not between an ending and an
-   auxiliary verb (``EC``→``VX``)
+   noun (tags ``J*``, ``ETM``, ``EC``, ``EF``, ``ETN``, ``NNB``) or a comma or sentence end, but not
+   between an ending and an auxiliary verb (``EC``→``VX``)
    and not before symbols or emoji;
 3. offers Kiwi's full spacing as a suggestion, and ``fix`` applies only the flagged insertions.
 """
@@ -21,8 +21,9 @@ from typing import Any
 
 from ..text import ZERO_WIDTH, ZWJ, grapheme_clusters, is_emoji_cluster, nfc
 
-# Particles and endings, plus dependent nouns (수, 것, 때): "할수있는" is the team's most common error.
-FLAGGED_BEFORE = ("J", "ETM", "EC", "EF", "ETN", "NNB")
+# Particles and endings, plus dependent nouns (수, 것, 때): "할수있는" is the team's most common error;
+# and sentence punctuation (SF, SP: "와,진짜"), after which the next word always takes a space.
+FLAGGED_BEFORE = ("J", "ETM", "EC", "EF", "ETN", "NNB", "SF", "SP")
 NOT_FLAGGED_AFTER = ("S", "W")  # symbols, numbers, emoji, URLs: Kiwi's spaces there are style
 
 
