@@ -128,7 +128,7 @@ def build_dataset(config: BuildConfig, progress: ProgressFn | None = None) -> Bu
                 f"{capacities[task]}; grow {pool_to_grow(pools, task)}, or lower --size or this task's --mix weight"
             )
     rng = random.Random(config.seed)
-    sampler = Sampler(pools, templates, rng, config.challenges_per_output)
+    sampler = Sampler(pools, templates, rng, config.challenges_per_output, config.feedback_limit)
     order: list[Task] = [t for t in TASKS for _ in range(counts[t])]
     rng.shuffle(order)
     checker = RecordChecker(

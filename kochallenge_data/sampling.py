@@ -22,6 +22,7 @@ from .formats import format_recommendation
 from .models import Challenge, Recommendation, Task
 from .pools import MessageItem, Phrase, PoolChallenge, Pools
 from .templates import Template, Templates, render_phrase
+from .text import FEEDBACK_LIMIT, trim
 
 T = TypeVar("T")
 
@@ -66,6 +67,7 @@ class Sampler:
     templates: Templates
     rng: random.Random
     challenges_per_output: int = 3
+    feedback_limit: int = FEEDBACK_LIMIT
     _decks: dict[str, Deck[Any]] = field(default_factory=dict)
 
     _fitting: dict[Hashable, list[PoolChallenge]] = field(default_factory=dict)
@@ -160,7 +162,8 @@ class Sampler:
         week = sample_week(self.pools, self.rng)
         plan = plan_feedback(week, self.pools, self.rng)
         layout: Template = self.deck("feedback:layout", lambda: self.templates.feedback_layouts).deal()
-        output = layout.render(**plan.values)
+        # Phrases are written to fit; trimming is the safety net for a pool a user grew too long.
+        output = trim(layout.render(**plan.values), self.feedback_limit)
         instruction = self._instruction("feedback")
         return Candidate(
             task="feedback",
@@ -311,7 +314,9 @@ def plan_feedback(week: Week, pools: Pools, rng: random.Random) -> FeedbackPlan:
         ("group_active", "celebrate", {"title": g.title, "count": g.successes}) for g in week.group if g.successes
     ]
     points += [("failure", "comfort", {"title": p.title}) for p in week.personal if not p.is_success]
-    points += [("group_idle", "encourage", {"title": g.title}) for g in week.group if not g.successes]
+    # A group challenge whose submissions all failed gets comfort; one with none yet gets a nudge.
+    points += [("failure", "comfort", {"title": g.title}) for g in week.group if g.submissions and not g.successes]
+    points += [("group_idle", "encourage", {"title": g.title}) for g in week.group if not g.submissions]
     if not points:
         points = [("empty_week", "encourage", {})]
     lead = points[0]
