@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Task = Literal["base_info", "free_text", "feedback"]
 TASKS: tuple[Task, ...] = ("base_info", "free_text", "feedback")
@@ -21,20 +21,22 @@ class Record(BaseModel):
     output: str
 
 
+def _reject_colon(value: str) -> str:
+    if ":" in value:
+        raise ValueError("a challenge title never contains ':' (it separates title and description)")
+    return value
+
+
+ChallengeTitle = Annotated[str, AfterValidator(_reject_colon)]
+
+
 class Challenge(BaseModel):
     """One challenge line of a recommendation: ``title: description``."""
 
     model_config = ConfigDict(frozen=True)
 
-    title: str
+    title: ChallengeTitle
     description: str
-
-    @field_validator("title")
-    @classmethod
-    def _title_has_no_colon(cls, value: str) -> str:
-        if ":" in value:
-            raise ValueError("a challenge title never contains ':' (it separates title and description)")
-        return value
 
 
 class Recommendation(BaseModel):

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import PoolError, TemplateError
-from .models import TASKS, Task
+from .models import TASKS, ChallengeTitle, Task
 from .resources import shipped_dir
 
 # Slots each kind of phrase may use; checked when the pools are loaded.
@@ -54,18 +54,11 @@ class DomainFile(_Strict):
 
 
 class ChallengeEntry(_Strict):
-    title: str = Field(min_length=1)
+    title: ChallengeTitle = Field(min_length=1)
     description: str = Field(min_length=1)
     locations: list[str] = Field(default_factory=list)
     work_types: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
-
-    @field_validator("title")
-    @classmethod
-    def _no_colon(cls, value: str) -> str:
-        if ":" in value:
-            raise ValueError("a title cannot contain ':' (it separates title and description)")
-        return value
 
 
 class ChallengeFile(_Strict):
