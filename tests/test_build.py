@@ -209,7 +209,13 @@ def test_too_many_rejects_name_the_pool_items_at_fault(tmp_path: Path) -> None:
     start, end = text.index("base_info = ["), text.index("]", text.index("base_info = ["))
     glued = "base_info = ['{{ category }}챌린지를골라봤어요.', '{{ location }}에서할수있어요.'"
     recommend.write_text(text[:start] + glued + text[end:], encoding="utf-8")
-    config = small_config(tmp_path, size=30, pools=pools, mix={"base_info": 1, "free_text": 0, "feedback": 0},
-                          max_reject_share=0.0, near_duplicate_threshold=1.0)
+    config = small_config(
+        tmp_path,
+        size=30,
+        pools=pools,
+        mix={"base_info": 1, "free_text": 0, "feedback": 0},
+        max_reject_share=0.0,
+        near_duplicate_threshold=1.0,
+    )
     with pytest.raises(KochallengeError, match=r"recommend\.toml:\d+ \(spacing\)"):
         build_dataset(config)

@@ -22,7 +22,9 @@ def recommendations(draw: st.DrawFn, count: int = 3) -> Recommendation:
         Challenge(title=draw(korean_phrase), description=draw(korean_phrase) + draw(st.sampled_from(["", ".", "!"])))
         for _ in range(count)
     ]
-    return Recommendation(recommend=draw(korean_phrase) + draw(st.sampled_from(["", ".", " 🌱"])), challenges=challenges)
+    return Recommendation(
+        recommend=draw(korean_phrase) + draw(st.sampled_from(["", ".", " 🌱"])), challenges=challenges
+    )
 
 
 def codes(output: str, input_text: str = "도시, 사무직, 비건") -> set[str]:

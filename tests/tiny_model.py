@@ -8,6 +8,7 @@ most Llama bases, so the trainer's "eos as pad only inside the collator" path is
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def write_tiny_dataset(records: list[Record], path: Path) -> Path:
     return path
 
 
-def build_tiny_model(records: list[Record], model_dir: Path, vocab_size: int = 400) -> Path:
+def build_tiny_model(records: list[Record], model_dir: Path, vocab_size: int = 1000) -> Path:
     """Train a byte-level BPE on the records and save a 2-layer Llama with random weights."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -60,7 +61,9 @@ def build_tiny_model(records: list[Record], model_dir: Path, vocab_size: int = 4
     tokenizer.train_from_iterator(corpus, trainer=trainer)
     bos_id = tokenizer.token_to_id(BOS)
     tokenizer.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, bos_id)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, unk_token=UNK)
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, unk_token=UNK
+    )
     fast.save_pretrained(str(model_dir))
 
     eos_id = tokenizer.token_to_id(EOS)
@@ -71,13 +74,13 @@ def build_tiny_model(records: list[Record], model_dir: Path, vocab_size: int = 4
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=1024,
         bos_token_id=bos_id,
         eos_token_id=eos_id,
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=bos_id, eos_token_id=eos_id)
+    model.generation_config = GenerationConfig(bos_token_id=bos_id, eos_token_id=eos_id)  # type: ignore[no-untyped-call]
     model.save_pretrained(str(model_dir))
     return model_dir
 
@@ -87,3 +90,54 @@ def make_tiny_setup(root: Path, size: int = 48) -> TinySetup:
     data = write_tiny_dataset(records, root / "data.json")
     model_dir = build_tiny_model(records, root / "tiny-base")
     return TinySetup(data=data, records=records, model_dir=model_dir)
+
+
+def memorize(base_dir: Path, out_dir: Path, pairs: list[tuple[str, str]], max_steps: int = 400) -> Path:
+    """Overfit the tiny model until greedy decoding reproduces each ``(prompt, output)`` pair exactly.
+
+    The tokens are laid out as training lays them out (prompt with bos, output, eos), so a server
+    that sends the same prompt gets the same answer back: a real model with a known answer.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    eos = tokenizer.eos_token_id
+    examples = []
+    for prompt, output in pairs:
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        completion = tokenizer(output, add_special_tokens=False)["input_ids"] + [eos]
+        examples.append((prompt_ids, completion))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(max_steps):
+        model.train()
+        for prompt_ids, completion in examples:
+            ids = torch.tensor([prompt_ids + completion])
+            labels = torch.tensor([[-100] * len(prompt_ids) + completion])
+            loss = model(input_ids=ids, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if step % 10 == 9 and all(_greedy(model, p, len(c) + 4, eos) == c for p, c in examples):
+            model.save_pretrained(str(out_dir))
+            for name in ("tokenizer.json", "tokenizer_config.json"):
+                shutil.copyfile(base_dir / name, out_dir / name)
+            return out_dir
+    raise AssertionError(f"the tiny model did not memorize {len(pairs)} answers in {max_steps} steps")
+
+
+def _greedy(model: object, prompt_ids: list[int], max_new_tokens: int, eos: int) -> list[int]:
+    import torch
+
+    model.eval()  # type: ignore[attr-defined]
+    with torch.no_grad():
+        out = model.generate(  # type: ignore[attr-defined]
+            torch.tensor([prompt_ids]),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=eos,
+        )
+    return [int(i) for i in out[0, len(prompt_ids) :].tolist()]

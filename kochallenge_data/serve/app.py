@@ -1,0 +1,417 @@
+"""The chatbot API: two recommendation streams (server-sent events) and weekly feedback.
+
+Every prompt is rendered with the one prompt layout (prompt.py) from the same input templates the
+dataset uses, with the first instruction phrasing of the task's pool, so what the server sends
+is a prompt the model was trained on.
+
+Recommendation streams send ``challenge`` events while the answer arrives, then exactly one
+``close`` with the parsed answer, or one ``error``; nothing follows either. Each event's data is
+one JSON object ``{"status", "message", "data"}``: a text piece for ``challenge``, the
+recommendation for ``close``, null for ``error``. Validation errors arrive as an ``error`` event
+with status 400 in a 200 stream, because a browser's EventSource cannot read a non-200 body.
+
+fastapi is imported inside :func:`create_app` (the ``serve`` extra).
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations at runtime,
+# and ``Request`` is imported inside create_app, where only evaluated annotations can see it.
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from ..checks.record import RecordChecker
+from ..errors import FormatError, KochallengeError
+from ..formats import parse_recommendation
+from ..models import Recommendation, Task, WeeklyRecord
+from ..pools import Category, Pools
+from ..prompt import PromptLayout, serving_instruction
+from ..templates import Templates
+from ..text import FEEDBACK_LIMIT, nfc, trim
+from .backends import Backend, BackendError, GenerationRequest, collect
+from .sessions import SessionStore, Turn
+from .sse import format_event
+
+log = logging.getLogger("kochallenge_data.serve")
+
+BASE_INFO_PATH = "/ai/chatbot/recommendation/base-info"
+FREE_TEXT_PATH = "/ai/chatbot/recommendation/free-text"
+FEEDBACK_PATH = "/ai/feedback"
+MAX_FEEDBACK_BODY = 64 * 1024
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and shapes of the API; the defaults match the dataset (3 challenges, 100-character feedback)."""
+
+    expected_challenges: int = 3
+    max_tokens: int = 256
+    feedback_max_tokens: int = 200
+    min_message_length: int = 5
+    max_message_length: int = 500
+    max_field_length: int = 40
+    max_session_id_length: int = 128
+    json_output: bool = False
+    feedback_limit: int = FEEDBACK_LIMIT
+
+
+class RequestError(KochallengeError):
+    """A request field that is missing or invalid (status 400); the message starts with the field."""
+
+    status = 400
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class BaseInfoRequest:
+    session_id: str
+    location: str
+    work_type: str
+    category: Category
+
+
+@dataclass(frozen=True)
+class FreeTextRequest:
+    session_id: str
+    message: str
+
+
+# --------------------------------------------------------------------------------------------
+# request validation (pure)
+
+
+def required_text(params: Mapping[str, str], name: str, max_length: int) -> str:
+    """A present, non-blank, single-line field of at most ``max_length`` characters, NFC."""
+    value = params.get(name)
+    if value is None:
+        raise RequestError(name, "is required")
+    value = nfc(value).strip()
+    if not value:
+        raise RequestError(name, "is empty")
+    if len(value) > max_length:
+        raise RequestError(name, f"is {len(value)} characters; at most {max_length}")
+    if any(ord(c) < 32 for c in value):
+        raise RequestError(name, "contains a line break or control character")
+    return value
+
+
+def find_category(value: str, pools: Pools) -> Category | None:
+    """A configured category by English key (any case) or Korean name."""
+    for category in pools.categories:
+        if value.upper() == category.key or value == category.name:
+            return category
+    return None
+
+
+def category_named_in(text: str, pools: Pools) -> Category | None:
+    """The category a message names ("비건 챌린지 해 보고 싶어요" -> VEGAN): the longest name found."""
+    named = [c for c in pools.categories if c.name in text or c.key.lower() in text.lower()]
+    return max(named, key=lambda c: len(c.name), default=None)
+
+
+def parse_base_info(params: Mapping[str, str], pools: Pools, settings: ServeSettings) -> BaseInfoRequest:
+    session_id = required_text(params, "sessionId", settings.max_session_id_length)
+    location = required_text(params, "location", settings.max_field_length)
+    work_type = required_text(params, "workType", settings.max_field_length)
+    for name, value in (("location", location), ("workType", work_type)):
+        if "," in value:
+            raise RequestError(name, "cannot contain ',' (it separates the fields of the model's input)")
+    raw_category = required_text(params, "category", settings.max_field_length)
+    category = find_category(raw_category, pools)
+    if category is None:
+        choices = ", ".join(f"{c.key} ({c.name})" for c in pools.categories)
+        raise RequestError("category", f"{raw_category!r} is not a configured category; use one of {choices}")
+    return BaseInfoRequest(session_id, location, work_type, category)
+
+
+def parse_free_text(params: Mapping[str, str], settings: ServeSettings) -> FreeTextRequest:
+    session_id = required_text(params, "sessionId", settings.max_session_id_length)
+    message = params.get("message")
+    if message is None:
+        raise RequestError("message", "is required")
+    message = nfc(message).strip()
+    if len(message) < settings.min_message_length:
+        raise RequestError("message", f"is {len(message)} characters; write at least {settings.min_message_length}")
+    if len(message) > settings.max_message_length:
+        raise RequestError("message", f"is {len(message)} characters; at most {settings.max_message_length}")
+    return FreeTextRequest(session_id, message)
+
+
+def parse_weekly_record(body: bytes) -> WeeklyRecord:
+    """The feedback request body; a bad field is named by its JSON path (``personalChallenges.0.title``)."""
+    try:
+        return WeeklyRecord.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        place = ".".join(str(p) for p in first["loc"]) or "body"
+        raise RequestError(place, str(first["msg"])) from exc
+
+
+def weekly_record_input(record: WeeklyRecord) -> str:
+    """The record as the dataset writes a feedback input (key order, ISO dates, compact JSON)."""
+    data = {
+        "memberId": record.member_id,
+        "personalChallenges": [
+            {"id": p.id, "title": p.title, "isSuccess": p.is_success} for p in record.personal_challenges
+        ],
+        "groupChallenges": [
+            {
+                "id": g.id,
+                "title": g.title,
+                "startDate": g.start_date.isoformat(),
+                "endDate": g.end_date.isoformat(),
+                "submissions": [
+                    {"isSuccess": s.is_success, "submittedAt": s.submitted_at.isoformat()} for s in g.submissions
+                ],
+            }
+            for g in record.group_challenges
+        ],
+    }
+    return orjson.dumps(data).decode()
+
+
+def recommendation_schema(expected_challenges: int) -> dict[str, Any]:
+    """The JSON object form as a JSON schema, for vLLM's structured output."""
+    challenge = {
+        "type": "object",
+        "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
+        "required": ["title", "description"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "recommend": {"type": "string"},
+            "challenges": {
+                "type": "array",
+                "items": challenge,
+                "minItems": expected_challenges,
+                "maxItems": expected_challenges,
+            },
+        },
+        "required": ["recommend", "challenges"],
+        "additionalProperties": False,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# payloads (pure)
+
+
+def payload(status: int, message: str, data: object) -> dict[str, Any]:
+    return {"status": status, "message": message, "data": data}
+
+
+def error_payload(status: int, message: str) -> dict[str, Any]:
+    return payload(status, message, None)
+
+
+def challenge_category(title: str, text: str, pools: Pools, current: str | None) -> Category:
+    """The pool's category for a known title, else the session's, else one the text names, else the first."""
+    for challenge in pools.challenges:
+        if challenge.title == title:
+            return next(c for c in pools.categories if c.key == challenge.category)
+    if current is not None:
+        known = find_category(current, pools)
+        if known is not None:
+            return known
+    return category_named_in(text, pools) or pools.categories[0]
+
+
+def close_data(recommendation: Recommendation, pools: Pools, current: str | None) -> dict[str, Any]:
+    """``{"recommend", "challenges": [{"title", "description", "category", "label"}]}``."""
+    items = []
+    for challenge in recommendation.challenges:
+        category = challenge_category(challenge.title, f"{challenge.title} {challenge.description}", pools, current)
+        items.append(
+            {
+                "title": challenge.title,
+                "description": challenge.description,
+                "category": category.key,
+                "label": category.name,
+            }
+        )
+    return {"recommend": recommendation.recommend, "challenges": items}
+
+
+# --------------------------------------------------------------------------------------------
+# the service
+
+
+@dataclass
+class ChatService:
+    """Everything a request needs: the backend, pools, templates, prompt layout and sessions."""
+
+    backend: Backend
+    pools: Pools
+    templates: Templates
+    layout: PromptLayout
+    sessions: SessionStore = field(default_factory=SessionStore)
+    settings: ServeSettings = field(default_factory=ServeSettings)
+    checker: RecordChecker = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The dataset's own checks, minus Kiwi spacing (slow, and a style matter rather than a broken answer).
+        self.checker = RecordChecker(check_spacing=False, feedback_limit=self.settings.feedback_limit)
+
+    # prompts ------------------------------------------------------------------------------
+    def prompt(self, task: Task, input_text: str) -> str:
+        return self.layout.render(serving_instruction(self.pools, task), input_text)
+
+    def base_info_input(self, request: BaseInfoRequest) -> str:
+        return self.templates.base_info_input.render(
+            location=request.location, work_type=request.work_type, category=request.category.name
+        )
+
+    def free_text_input(self, request: FreeTextRequest) -> str:
+        return self.templates.free_text_input.render(message=request.message)
+
+    def base_info_prompt(self, request: BaseInfoRequest) -> str:
+        return self.prompt("base_info", self.base_info_input(request))
+
+    def free_text_prompt(self, request: FreeTextRequest) -> str:
+        return self.prompt("free_text", self.free_text_input(request))
+
+    def feedback_prompt(self, record: WeeklyRecord) -> str:
+        return self.prompt("feedback", weekly_record_input(record))
+
+    def generation_request(self, prompt: str) -> GenerationRequest:
+        schema = recommendation_schema(self.settings.expected_challenges) if self.settings.json_output else None
+        return GenerationRequest(prompt=prompt, max_tokens=self.settings.max_tokens, json_schema=schema)
+
+    # flows ----------------------------------------------------------------------------------
+    async def base_info_events(self, params: Mapping[str, str]) -> AsyncIterator[bytes]:
+        try:
+            request = parse_base_info(params, self.pools, self.settings)
+        except RequestError as exc:
+            yield format_event("error", error_payload(exc.status, str(exc)))
+            return
+        session = self.sessions.touch(request.session_id)
+        session.category = request.category.key
+        input_text = self.base_info_input(request)
+        async for event in self.recommendation_events(
+            self.prompt("base_info", input_text), request.session_id, "base_info", input_text, request.category.key
+        ):
+            yield event
+
+    async def free_text_events(self, params: Mapping[str, str]) -> AsyncIterator[bytes]:
+        try:
+            request = parse_free_text(params, self.settings)
+        except RequestError as exc:
+            yield format_event("error", error_payload(exc.status, str(exc)))
+            return
+        session = self.sessions.touch(request.session_id)
+        named = category_named_in(request.message, self.pools)
+        if named is not None:
+            session.category = named.key  # a message may switch the conversation's category
+        input_text = self.free_text_input(request)
+        async for event in self.recommendation_events(
+            self.prompt("free_text", input_text), request.session_id, "free_text", input_text, session.category
+        ):
+            yield event
+
+    async def recommendation_events(
+        self, prompt: str, session_id: str, kind: str, input_text: str, category: str | None
+    ) -> AsyncIterator[bytes]:
+        """``challenge`` events as text arrives, then one ``close`` or one ``error``."""
+        pieces: list[str] = []
+        try:
+            async for piece in self.backend.stream(self.generation_request(prompt)):
+                pieces.append(piece)
+                yield format_event("challenge", payload(200, "streaming", piece))
+            answer = "".join(pieces).strip()
+            recommendation = parse_recommendation(answer, self.settings.expected_challenges)
+            data = close_data(recommendation, self.pools, category)
+        except BackendError as exc:
+            yield format_event("error", error_payload(exc.status, str(exc)))
+            return
+        except FormatError as exc:
+            yield format_event("error", error_payload(502, f"the model's answer is not a valid recommendation: {exc}"))
+            return
+        except Exception:  # a bug: keep its trace in the log, and still end the stream properly
+            log.exception("recommendation stream failed")
+            yield format_event("error", error_payload(500, "internal error while answering; see the server log"))
+            return
+        titles = tuple(item["title"] for item in data["challenges"])
+        self.sessions.add_turn(session_id, Turn(kind, input_text, titles))
+        yield format_event("close", payload(200, "challenges recommended", data))
+
+    async def feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Status and JSON body for POST /ai/feedback."""
+        if len(body) > MAX_FEEDBACK_BODY:
+            return 413, error_payload(413, f"body: larger than {MAX_FEEDBACK_BODY} bytes")
+        try:
+            record = parse_weekly_record(body)
+        except RequestError as exc:
+            return exc.status, error_payload(exc.status, str(exc))
+        prompt = self.feedback_prompt(record)
+        request = GenerationRequest(prompt=prompt, max_tokens=self.settings.feedback_max_tokens)
+        try:
+            text = await collect(self.backend, request)
+        except BackendError as exc:
+            return exc.status, error_payload(exc.status, str(exc))
+        feedback = trim(text.strip(), self.settings.feedback_limit)
+        candidate = {
+            "instruction": serving_instruction(self.pools, "feedback"),
+            "input": weekly_record_input(record),
+            "output": feedback,
+        }
+        findings = self.checker.check(0, candidate, "feedback")
+        if findings:
+            problems = "; ".join(f"{f.code}: {f.message}" for f in findings[:3])
+            return 502, error_payload(502, f"the model's feedback fails the dataset checks: {problems}")
+        return 200, payload(200, "feedback generated", {"feedback": feedback})
+
+
+# --------------------------------------------------------------------------------------------
+# the app
+
+
+def create_app(service: ChatService) -> Any:
+    """A FastAPI app over ``service``; the backend is closed when the app shuts down."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await service.backend.aclose()
+
+    app = FastAPI(title="kochallenge chatbot", lifespan=lifespan)
+
+    def stream(events: Callable[[Mapping[str, str]], AsyncIterator[bytes]], request: Request) -> StreamingResponse:
+        return StreamingResponse(
+            events(dict(request.query_params)), media_type="text/event-stream; charset=utf-8", headers=SSE_HEADERS
+        )
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return payload(200, "ok", {"backend": service.backend.name, "sessions": len(service.sessions)})
+
+    @app.get(BASE_INFO_PATH)
+    async def base_info(request: Request) -> StreamingResponse:
+        return stream(service.base_info_events, request)
+
+    @app.get(FREE_TEXT_PATH)
+    async def free_text(request: Request) -> StreamingResponse:
+        return stream(service.free_text_events, request)
+
+    @app.post(FEEDBACK_PATH)
+    async def feedback(request: Request) -> JSONResponse:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FEEDBACK_BODY:
+                break  # feedback() refuses it; do not buffer an unbounded body
+        status, answer = await service.feedback(body)
+        return JSONResponse(answer, status_code=status)
+
+    return app
