@@ -39,23 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build(commands)
     _add_validate(commands)
     _add_lint(commands)
-    _register_optional(commands)
+    _register_groups(commands)
     return parser
 
 
-def _register_optional(commands: Any) -> None:
+def _register_groups(commands: Any) -> None:
     """Command groups that live in their own modules; each imports its heavy stack only when run."""
-    import importlib
-    import importlib.util
+    from . import stack_cli
+    from .ml import cli as model_commands
+    from .ml import train_cli
+    from .serve import cli as serve_commands
 
-    for module in ("stack_cli", "ml.cli", "ml.train_cli", "serve.cli"):  # TEMP guard until all land
-        name = f"kochallenge_data.{module}"
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except ModuleNotFoundError:
-            found = False
-        if found:
-            importlib.import_module(name).register(commands)
+    for group in (stack_cli, model_commands, train_cli, serve_commands):
+        group.register(commands)
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:

@@ -13,7 +13,7 @@ from pathlib import Path
 from .errors import TemplateError
 from .models import Task
 from .pools import Pools
-from .templates import TEMPLATE_VARIABLES, Template, default_templates_dir, environment, load_template
+from .templates import TEMPLATE_VARIABLES, Template, compiled, default_templates_dir, load_template
 
 PROMPT_FILE = "prompt.j2"
 
@@ -27,7 +27,7 @@ class PromptLayout:
 
     def render(self, instruction: str, input: str) -> str:
         """The prompt text, always ending in exactly one newline after the response header."""
-        body: str = environment().from_string(self.source).render(instruction=instruction, input=input)
+        body: str = compiled(self.source).render(instruction=instruction, input=input)
         return body.rstrip("\n") + "\n"
 
 

@@ -60,12 +60,13 @@ def check_phrase_slots(text: str, allowed: frozenset[str], where: str) -> None:
 
 def render_phrase(text: str, **values: Any) -> str:
     """Render a pool phrase (compiled once per distinct text)."""
-    rendered: str = _compiled(text).render(**values)
+    rendered: str = compiled(text).render(**values)
     return rendered.strip()
 
 
 @lru_cache(maxsize=65536)
-def _compiled(text: str) -> Any:
+def compiled(text: str) -> Any:
+    """The compiled template for ``text``, built once per distinct source."""
     return environment().from_string(text)
 
 
@@ -77,7 +78,7 @@ class Template:
 
     def render(self, **values: Any) -> str:
         try:
-            rendered: str = _compiled(self.source).render(**values)
+            rendered: str = compiled(self.source).render(**values)
             return rendered.strip()
         except JinjaTemplateError as exc:
             raise TemplateError(f"{self.path}: {exc}") from exc

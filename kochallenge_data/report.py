@@ -1,0 +1,506 @@
+"""The dataset card: what is in the data, in figures a reader can check, before anyone trains on it.
+
+``report`` writes a Hugging Face dataset card (``README.md`` with the YAML header the Hub reads),
+``report.json`` with every figure in the card, and PNG plots when matplotlib is installed. Every
+number is computed from the dataset file itself; the build sidecars only add what the text cannot
+tell (category codes, the manifest), and only when their checksum says they belong to this file.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .audit import distribution, load_tokenizer, render_records, token_lengths
+from .checks.codes import CODES
+from .models import TASKS
+from .prompt import PromptLayout, load_prompt_layout
+from .split import Source
+from .text import emoji_in, nfc
+from .writer import json_bytes, write_atomic
+
+REPORT_EXTRA_HINT = "pip install 'kochallenge-data[report]'"
+FIELDS = ("instruction", "input", "output")
+BALANCE_KEYS = ("category", "location", "work_type")
+EMOJI_SHOWN = 20
+# Fonts that cover Hangul; without one, plots label Korean bars by number (the card's tables say which).
+HANGUL_FONTS = (
+    "NanumGothic",
+    "Noto Sans CJK KR",
+    "Noto Sans KR",
+    "Malgun Gothic",
+    "AppleGothic",
+    "Apple SD Gothic Neo",
+    "UnDotum",
+    "Baekmuk Gulim",
+)
+SIZE_CATEGORIES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+)
+
+
+def size_category(count: int) -> str:
+    """The Hub's ``size_categories`` bucket for ``count`` records."""
+    for limit, name in SIZE_CATEGORIES:
+        if count < limit:
+            return name
+    return "n>10M"
+
+
+def task_counts(source: Source) -> dict[str, int]:
+    counts = Counter(source.tasks)
+    return {task: counts[task] for task in TASKS if counts[task]}
+
+
+def base_info_balance(source: Source) -> dict[str, Any]:
+    """Records per category, location and work type (base_info only), most frequent first."""
+    rows: list[Mapping[str, Any]]
+    if source.meta is not None:
+        rows = [m for m, task in zip(source.meta, source.tasks, strict=True) if task == "base_info"]
+        origin = "build metadata sidecar (category keys)"
+    else:
+        rows = [
+            _triple(r["input"]) for r, task in zip(source.records, source.tasks, strict=True) if task == "base_info"
+        ]
+        origin = "the input text (category names)"
+    balance: dict[str, Any] = {"from": origin}
+    for key in BALANCE_KEYS:
+        counts = Counter(str(row.get(key)) for row in rows)
+        balance[key] = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    return balance
+
+
+def _triple(text: str) -> dict[str, str]:
+    location, work_type, category = (part.strip() for part in text.split(",", 2))
+    return {"location": location, "work_type": work_type, "category": category}
+
+
+def character_lengths(source: Source) -> dict[str, dict[str, dict[str, float]]]:
+    """Length distributions in NFC code points (the unit the service counts), per task and field."""
+    return {
+        task: {
+            name: distribution(
+                [len(nfc(r[name])) for r, t in zip(source.records, source.tasks, strict=True) if t == task]
+            )
+            for name in FIELDS
+        }
+        for task in task_counts(source)
+    }
+
+
+def emoji_frequencies(source: Source) -> dict[str, Any]:
+    """Every emoji in the outputs, counted per occurrence."""
+    counts = Counter(e for r in source.records for e in emoji_in(r["output"]))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return {"total": sum(counts.values()), "distinct": len(counts), "top": [[e, n] for e, n in ranked[:EMOJI_SHOWN]]}
+
+
+def validation_summary(source: Source) -> dict[str, Any]:
+    """The findings ``validate`` would report for this file, by code."""
+    from .validate import validate_records
+
+    report = validate_records(source.records)
+    return {
+        "findings": len(report.findings),
+        "records_with_findings": len({f.index for f in report.findings}),
+        "by_code": report.summary,
+    }
+
+
+def examples(source: Source) -> dict[str, dict[str, str]]:
+    """The first record of each task."""
+    found: dict[str, dict[str, str]] = {}
+    for record, task in zip(source.records, source.tasks, strict=True):
+        found.setdefault(task, record)
+    return {task: found[task] for task in TASKS if task in found}
+
+
+def token_figures(source: Source, tokenizer_dir: Path, layout: PromptLayout) -> dict[str, Any]:
+    tokenizer = load_tokenizer(tokenizer_dir)
+    lengths = token_lengths(tokenizer, render_records(source.records, layout))
+    per_task: dict[str, Any] = {}
+    for task in task_counts(source):
+        mine = [t for t, k in zip(lengths, source.tasks, strict=True) if k == task]
+        per_task[task] = {
+            "prompt": distribution([t.prompt for t in mine]),
+            "completion": distribution([t.completion for t in mine]),
+            "total": distribution([t.total for t in mine]),
+        }
+    return {"tokenizer": tokenizer_dir.name, "per_task": per_task, "totals": [t.total for t in lengths]}
+
+
+def dataset_figures(
+    source: Source,
+    diversity: bool = True,
+    tokenizer_dir: Path | None = None,
+    layout: PromptLayout | None = None,
+) -> dict[str, Any]:
+    """Every figure the card shows, computed from the file (and its sidecars when they match)."""
+    figures: dict[str, Any] = {
+        "file": source.path.name,
+        "sha256": source.sha256,
+        "records": len(source.records),
+        "size_category": size_category(len(source.records)),
+        "per_task": task_counts(source),
+        "base_info_balance": base_info_balance(source),
+        "characters": character_lengths(source),
+        "emoji": emoji_frequencies(source),
+        "validation": validation_summary(source),
+        "examples": examples(source),
+        "manifest": source.manifest,
+        "notes": list(source.notes),
+    }
+    if diversity:
+        from .checks.diversity import diversity_stats
+
+        figures["diversity"] = diversity_stats(source.records, source.tasks)
+    if tokenizer_dir is not None:
+        figures["tokens"] = token_figures(source, tokenizer_dir, layout or load_prompt_layout())
+    return figures
+
+
+def _yaml(value: Any) -> str:
+    """A YAML scalar: JSON strings are valid double-quoted YAML and keep Korean and emoji as they are."""
+    return orjson.dumps(value).decode()
+
+
+def card_header(figures: Mapping[str, Any]) -> str:
+    """The YAML front matter: what the Hub indexes, with the record count in ``dataset_info``."""
+    lines = [
+        "---",
+        "language:",
+        "- ko",
+        "license: other  # placeholder: replace with the dataset's license id (e.g. cc-by-4.0) before publishing",
+        f"pretty_name: {_yaml('kochallenge eco-challenge instructions')}",
+        "task_categories:",
+        "- text-generation",
+        "tags:",
+        "- korean",
+        "- synthetic",
+        "- instruction-tuning",
+        "size_categories:",
+        f"- {_yaml(figures['size_category'])}",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        f"    path: {_yaml(figures['file'])}",
+        "dataset_info:",
+        "  features:",
+    ]
+    for name in FIELDS:
+        lines += [f"  - name: {name}", "    dtype: string"]
+    lines += ["  splits:", "  - name: train", f"    num_examples: {figures['records']}", "---", ""]
+    return "\n".join(lines)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _distribution_rows(label: Sequence[str], d: Mapping[str, float]) -> list[Any]:
+    return [*label, d["min"], d["p50"], d["p90"], d["p99"], d["max"], d["mean"]]
+
+
+DISTRIBUTION_HEADERS = ("min", "p50", "p90", "p99", "max", "mean")
+
+
+def card_body(figures: Mapping[str, Any], plots: PlotOutcome) -> str:
+    sections = [
+        "# kochallenge eco-challenge instructions",
+        "",
+        "Synthetic Korean instruction data for an eco-challenge chatbot: challenge recommendations from a user's "
+        "location, work type and category (`base_info`) or from a free-text message (`free_text`), and short "
+        "feedback on a week of challenge records (`feedback`). Each record has `instruction`, `input` and `output`.",
+        "",
+        f"File `{figures['file']}`: {figures['records']} records, sha256 `{figures['sha256']}`.",
+        "",
+        "## Records per task",
+        "",
+        _table(
+            ("task", "records", "share"),
+            [(t, n, f"{n / figures['records']:.1%}") for t, n in figures["per_task"].items()],
+        ),
+        "",
+        *_balance_section(figures["base_info_balance"]),
+        "## Length distribution",
+        "",
+        "Characters are NFC code points, the unit the service counts.",
+        "",
+        _table(
+            ("task", "field", *DISTRIBUTION_HEADERS),
+            [
+                _distribution_rows((task, name), d)
+                for task, fields in figures["characters"].items()
+                for name, d in fields.items()
+            ],
+        ),
+        "",
+        *_token_section(figures.get("tokens")),
+        *_emoji_section(figures["emoji"]),
+        *_diversity_section(figures.get("diversity")),
+        *_validation_section(figures["validation"]),
+        *_example_section(figures["examples"]),
+        *_plot_section(plots),
+        *_manifest_section(figures.get("manifest"), figures["notes"]),
+    ]
+    return "\n".join(sections) + "\n"
+
+
+def _balance_section(balance: Mapping[str, Any]) -> list[str]:
+    lines = ["## base_info balance", "", f"From {balance['from']}. `#` numbers the bars in the plots.", ""]
+    for key in BALANCE_KEYS:
+        counts = balance[key]
+        lines += [
+            f"### {key}",
+            "",
+            _table(("#", key, "records"), [(i, k, n) for i, (k, n) in enumerate(counts.items(), 1)]),
+            "",
+        ]
+    return lines
+
+
+def _token_section(tokens: Mapping[str, Any] | None) -> list[str]:
+    if not tokens:
+        return []
+    rows = [
+        _distribution_rows((task, part), d) for task, parts in tokens["per_task"].items() for part, d in parts.items()
+    ]
+    return [
+        "## Token lengths",
+        "",
+        f"Tokenizer `{tokens['tokenizer']}`; prompt = the prompt layout with special tokens, "
+        "completion = output + eos.",
+        "",
+        _table(("task", "part", *DISTRIBUTION_HEADERS), rows),
+        "",
+    ]
+
+
+def _emoji_section(emoji: Mapping[str, Any]) -> list[str]:
+    from emoji import demojize
+
+    return [
+        "## Emoji",
+        "",
+        f"{emoji['total']} emoji in the outputs, {emoji['distinct']} distinct. Most frequent:",
+        "",
+        _table(("#", "emoji", "name", "count"), [(i, e, demojize(e), n) for i, (e, n) in enumerate(emoji["top"], 1)]),
+        "",
+    ]
+
+
+def _diversity_section(diversity: Mapping[str, Any] | None) -> list[str]:
+    if not diversity:
+        return []
+    rows = []
+    for task, d in diversity.items():
+        extra = (
+            f"{d.get('emoji_distinct')} distinct emoji"
+            if task == "feedback"
+            else f"{d.get('distinct_recommend')} recommend sentences, {d.get('distinct_challenges')} challenges"
+        )
+        rows.append((task, d["records"], d["distinct_1"], d["distinct_2"], extra))
+    return [
+        "## Diversity",
+        "",
+        "distinct-n over Kiwi morphemes of the outputs: the share of n-grams that are not repeats.",
+        "",
+        _table(("task", "records", "distinct-1", "distinct-2", "variety"), rows),
+        "",
+    ]
+
+
+def _validation_section(validation: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "## Validation findings",
+        "",
+        f"`validate` finds {validation['findings']} findings in {validation['records_with_findings']} records.",
+        "",
+    ]
+    if validation["by_code"]:
+        rows = [(code, n, CODES.get(code, "")) for code, n in validation["by_code"].items()]
+        lines += [_table(("code", "count", "meaning"), rows), ""]
+    return lines
+
+
+def _example_section(found: Mapping[str, Mapping[str, str]]) -> list[str]:
+    lines = ["## One example per task", ""]
+    for task, record in found.items():
+        lines += [f"### {task}", "", "```json", orjson.dumps(record, option=orjson.OPT_INDENT_2).decode(), "```", ""]
+    return lines
+
+
+def _plot_section(plots: PlotOutcome) -> list[str]:
+    lines = ["## Plots", ""]
+    if plots.skipped:
+        return [*lines, plots.skipped, ""]
+    for path, caption in plots.files:
+        lines += [f"![{caption}](plots/{path.name})", ""]
+    lines += [f"Note: {note}" for note in plots.notes]
+    return [*lines, ""] if plots.notes else lines
+
+
+def _manifest_section(manifest: Mapping[str, Any] | None, notes: Sequence[str]) -> list[str]:
+    lines = ["## Build manifest", ""]
+    if manifest is None:
+        lines.append("No build manifest matches this file (it was not built here, or was changed after the build).")
+    else:
+        lines += [
+            f"Built by kochallenge_data {manifest.get('library_version')} (schema {manifest.get('schema_version')}) "
+            f"with seed {manifest.get('seed')}; `output_sha256` matches this file.",
+            "",
+            "<details><summary>manifest</summary>",
+            "",
+            "```json",
+            orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode(),
+            "```",
+            "",
+            "</details>",
+        ]
+    lines += [f"- {note}" for note in notes]
+    return [*lines, ""]
+
+
+@dataclass(frozen=True)
+class PlotOutcome:
+    files: list[tuple[Path, str]]
+    skipped: str = ""
+    notes: tuple[str, ...] = ()
+
+
+def write_plots(source: Source, figures: Mapping[str, Any], folder: Path) -> PlotOutcome:
+    """Length histograms per task, category balance and emoji frequency as PNG; skipped without matplotlib."""
+    try:
+        from matplotlib import font_manager
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return PlotOutcome([], skipped=f"Plots skipped: matplotlib is not installed ({REPORT_EXTRA_HINT}).")
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    hangul_font = next((name for name in HANGUL_FONTS if name in installed), None)
+    notes = () if hangul_font else ("no Hangul font is installed, so Korean bar labels are shown by their `#`.",)
+
+    def new_figure(width: float, height: float) -> Any:
+        figure = Figure(figsize=(width, height), layout="constrained")
+        FigureCanvasAgg(figure)
+        return figure
+
+    def label(name: str, number: int) -> str:
+        return name if name.isascii() or hangul_font else f"#{number}"
+
+    def save(figure: Any, name: str) -> Path:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+        path = folder / name
+        write_atomic(path, buffer.getvalue())
+        return path
+
+    font = {"fontfamily": hangul_font} if hangul_font else {}
+    files = [
+        (save(_length_figure(new_figure, source, figures), "lengths.png"), "output length per task"),
+        (
+            save(_balance_figure(new_figure, figures, label, font), "balance.png"),
+            "records per task and base_info balance",
+        ),
+        (save(_emoji_figure(new_figure, figures), "emoji.png"), "emoji frequency"),
+    ]
+    return PlotOutcome(files, notes=notes)
+
+
+def _length_figure(new_figure: Any, source: Source, figures: Mapping[str, Any]) -> Any:
+    tasks = list(figures["per_task"])
+    tokens = figures.get("tokens")
+    rows = 2 if tokens else 1
+    figure = new_figure(4.0 * len(tasks), 3.0 * rows)
+    axes = figure.subplots(rows, len(tasks), squeeze=False)
+    for column, task in enumerate(tasks):
+        lengths = [len(nfc(r["output"])) for r, t in zip(source.records, source.tasks, strict=True) if t == task]
+        axis = axes[0][column]
+        axis.hist(lengths, bins=30, color="#4c72b0")
+        axis.set_title(f"{task}: output characters")
+        axis.set_xlabel("characters")
+        axis.set_ylabel("records")
+        if tokens:
+            totals = [n for n, t in zip(tokens["totals"], source.tasks, strict=True) if t == task]
+            axes[1][column].hist(totals, bins=30, color="#dd8452")
+            axes[1][column].set_title(f"{task}: prompt + completion tokens")
+            axes[1][column].set_xlabel("tokens")
+    return figure
+
+
+def _balance_figure(new_figure: Any, figures: Mapping[str, Any], label: Any, font: Mapping[str, str]) -> Any:
+    panels = [("records per task", figures["per_task"])]
+    panels += [(f"base_info {key}", figures["base_info_balance"][key]) for key in BALANCE_KEYS]
+    figure = new_figure(4.0 * len(panels), 3.5)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (title, counts) in zip(axes, panels, strict=True):
+        names = [label(str(name), number) for number, name in enumerate(counts, 1)]
+        axis.bar(range(len(names)), list(counts.values()), color="#55a868")
+        axis.set_xticks(range(len(names)), names, rotation=45, ha="right", **font)
+        axis.set_title(title)
+    return figure
+
+
+def _emoji_figure(new_figure: Any, figures: Mapping[str, Any]) -> Any:
+    from emoji import demojize
+
+    top = figures["emoji"]["top"]
+    figure = new_figure(max(4.0, 0.45 * len(top) + 1.5), 4.0)
+    axis = figure.subplots()
+    # Plot fonts have no colour emoji, so bars are labelled with the emoji's name.
+    axis.bar(range(len(top)), [n for _, n in top], color="#c44e52")
+    axis.set_xticks(range(len(top)), [demojize(e).strip(":") for e, _ in top], rotation=60, ha="right")
+    axis.set_title("emoji in outputs")
+    axis.set_ylabel("occurrences")
+    return figure
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    card: Path
+    figures_file: Path
+    plots: PlotOutcome
+    figures: dict[str, Any]
+
+
+def write_report(
+    source: Source,
+    out: Path,
+    tokenizer_dir: Path | None = None,
+    diversity: bool = True,
+    plots: bool = True,
+    layout: PromptLayout | None = None,
+) -> ReportResult:
+    """Write ``README.md`` (the card), ``report.json`` and ``plots/*.png`` into ``out``."""
+    figures = dataset_figures(source, diversity=diversity, tokenizer_dir=tokenizer_dir, layout=layout)
+    outcome = write_plots(source, figures, out / "plots") if plots else PlotOutcome([], skipped="Plots not requested.")
+    card = out / "README.md"
+    stored = {k: v for k, v in figures.items() if k != "tokens"}
+    if "tokens" in figures:
+        stored["tokens"] = {k: v for k, v in figures["tokens"].items() if k != "totals"}
+    write_atomic(out / "report.json", json_bytes(stored))
+    write_atomic(card, (card_header(figures) + card_body(figures, outcome)).encode("utf-8"))
+    return ReportResult(card, out / "report.json", outcome, stored)
+
+
+def describe_report(result: ReportResult) -> str:
+    lines = [f"wrote {result.card} and {result.figures_file}"]
+    if result.plots.skipped:
+        lines.append(result.plots.skipped)
+    else:
+        lines.append("plots: " + ", ".join(str(path) for path, _ in result.plots.files))
+    lines += [f"note: {note}" for note in result.plots.notes]
+    return "\n".join(lines)

@@ -1,0 +1,254 @@
+"""The training-stack commands: ``split``, ``export``, ``report`` and ``audit-tokenizer``.
+
+``register`` adds them to the main parser. Only argparse and pathlib load here; each handler
+imports its module (and that module its optional libraries) when the command runs, so ``--help``
+and the other commands stay fast and work without the extras.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+# Copies of split.GROUP_BY_CHOICES and export.FORMATS, so building the parser imports neither
+# (a test checks they agree).
+GROUP_BY_CHOICES = ("none", "template", "item")
+FORMATS = ("alpaca", "jsonl", "messages", "prompt-completion", "sharegpt", "llamafactory", "hf")
+DEFAULT_VAL_RATIO = 0.1
+DEFAULT_SEED = 42
+
+SPLIT_EXAMPLE = """example:
+  python -m kochallenge_data split multitask_dataset_v2.json --out splits/ --val-ratio 0.1 --group-by item
+  python -m kochallenge_data split old_dataset.json --out splits/ --seed 7"""
+
+EXPORT_EXAMPLE = """example:
+  python -m kochallenge_data export multitask_dataset_v2.json --to prompt-completion --out trl_data/
+  python -m kochallenge_data export multitask_dataset_v2.json --to llamafactory --out lf_data/ --group-by template
+  python -m kochallenge_data export multitask_dataset_v2.json --to hf --out hf_data/ --val-ratio 0.05
+
+formats:
+  alpaca             JSON arrays of {instruction, input, output}, the dataset as is
+  jsonl              the same, one record per line
+  messages           OpenAI-style chat: system = instruction, user = input, assistant = output
+  prompt-completion  TRL {prompt, completion}: prompt rendered with templates/prompt.j2
+  sharegpt           {conversations: [{from, value}]} with system / human / gpt
+  llamafactory       alpaca files plus dataset_info.json with the column mapping
+  hf                 a datasets DatasetDict (save_to_disk) plus Parquet; needs the hf extra"""
+
+REPORT_EXAMPLE = """example:
+  python -m kochallenge_data report multitask_dataset_v2.json --out card/
+  python -m kochallenge_data report multitask_dataset_v2.json --out card/ --tokenizer path/to/model"""
+
+AUDIT_EXAMPLE = """example:
+  python -m kochallenge_data audit-tokenizer multitask_dataset_v2.json --tokenizer path/to/model
+  python -m kochallenge_data audit-tokenizer data.json --tokenizer path/to/model --max-length 512 --json
+
+exit status: 0 when every record fits and every character survives; 1 when records would lose their
+eos (truncation, no eos token, or an eos the tokenizer appends to every prompt) or the tokenizer would
+lose characters (unk, dropped, changed, or '\\n')"""
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
+    return value
+
+
+def _add_split_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--val-ratio",
+        type=_ratio,
+        default=DEFAULT_VAL_RATIO,
+        metavar="R",
+        help="validation share per task (default 0.1; 0: none)",
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S", help="split seed (default 42)")
+    parser.add_argument(
+        "--group-by",
+        choices=GROUP_BY_CHOICES,
+        default="none",
+        help="keep records of one template or pool item on one side (default none)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.8,
+        metavar="T",
+        help="near-duplicate Jaccard threshold across splits (default 0.8)",
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add ``split``, ``export``, ``report`` and ``audit-tokenizer`` to the CLI's subparsers."""
+    _add_split(subparsers)
+    _add_export(subparsers)
+    _add_report(subparsers)
+    _add_audit(subparsers)
+
+
+def _add_split(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "split",
+        help="seeded train/validation split, stratified by task, optionally grouped",
+        description=(
+            "Write train.json and validation.json (and split.json with the figures). --group-by template or item\n"
+            "keeps every record of one template or pool item on one side, so validation measures phrasings the\n"
+            "model never saw. No record lands in both splits, and no validation record is a near-duplicate of a\n"
+            "training record (offenders are moved to train, or dropped when grouping; split.json counts them)."
+        ),
+        epilog=SPLIT_EXAMPLE,
+        formatter_class=_formatter,
+    )
+    parser.add_argument("file", type=Path, help="dataset file: a JSON array or JSONL of records")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder for train.json, validation.json, split.json"
+    )
+    _add_split_options(parser)
+    parser.set_defaults(func=run_split)
+
+
+def _add_export(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a training-ready folder for alpaca, TRL, LLaMA-Factory, datasets ...",
+        description=(
+            "Split the dataset, write each split in the chosen format, and put a README.md beside the data that\n"
+            "states the format and the prompt layout (templates/prompt.j2 rendered for a real record)."
+        ),
+        epilog=EXPORT_EXAMPLE,
+        formatter_class=_formatter,
+    )
+    parser.add_argument("file", type=Path, help="dataset file: a JSON array or JSONL of records")
+    parser.add_argument("--to", required=True, choices=FORMATS, metavar="FORMAT", help=", ".join(FORMATS))
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write")
+    parser.add_argument(
+        "--prompt-template", type=Path, metavar="FILE", help="prompt layout (default: templates/prompt.j2)"
+    )
+    _add_split_options(parser)
+    parser.set_defaults(func=run_export)
+
+
+def _add_report(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="write a Hugging Face dataset card with figures and plots",
+        description=(
+            "Write README.md (a dataset card with the Hub's YAML header), report.json and plots/*.png: counts per\n"
+            "task, category, location and work type, length distributions, emoji, diversity, validation findings,\n"
+            "the build manifest and one example per task. Plots need matplotlib (the report extra); without it\n"
+            "the card is written and says the plots were skipped."
+        ),
+        epilog=REPORT_EXAMPLE,
+        formatter_class=_formatter,
+    )
+    parser.add_argument("file", type=Path, help="dataset file: a JSON array or JSONL of records")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder for README.md, report.json and plots/"
+    )
+    parser.add_argument("--tokenizer", type=Path, metavar="DIR", help="also report token lengths with this tokenizer")
+    parser.add_argument(
+        "--prompt-template", type=Path, metavar="FILE", help="prompt layout for token lengths (default prompt.j2)"
+    )
+    parser.add_argument("--no-diversity", action="store_true", help="skip the Kiwi diversity figures")
+    parser.add_argument("--no-plots", action="store_true", help="do not draw plots")
+    parser.set_defaults(func=run_report)
+
+
+def _add_audit(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "audit-tokenizer",
+        help="find records a tokenizer and max_length would damage, before training",
+        description=(
+            "Render every record with the training prompt layout (prompt + output + eos) and report token\n"
+            "lengths, the records max_length would truncate (and whether the completion or only its eos is cut),\n"
+            "characters the tokenizer maps to unk, drops, changes or spells in byte pieces, whether '\\n' survives,\n"
+            "and what to do about each. Needs transformers (the train extra)."
+        ),
+        epilog=AUDIT_EXAMPLE,
+        formatter_class=_formatter,
+    )
+    parser.add_argument("file", type=Path, help="dataset file: a JSON array or JSONL of records")
+    parser.add_argument("--tokenizer", type=Path, required=True, metavar="DIR", help="local tokenizer folder")
+    parser.add_argument(
+        "--max-length", type=int, default=1024, metavar="N", help="training max_length (default 1024, as train and TRL)"
+    )
+    parser.add_argument(
+        "--prompt-template", type=Path, metavar="FILE", help="prompt layout (default: templates/prompt.j2)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the audit as JSON on stdout")
+    parser.set_defaults(func=run_audit)
+
+
+def run_split(args: argparse.Namespace) -> int:
+    from .split import describe_split, read_source, split_source, write_split
+
+    source = read_source(args.file)
+    split = split_source(source, args.val_ratio, args.seed, args.group_by, args.threshold)
+    paths = write_split(source, split, args.out)
+    print(describe_split(split.report))
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .export import describe_export, export_dataset
+    from .prompt import load_prompt_layout
+    from .split import read_source
+
+    layout = load_prompt_layout(args.prompt_template)
+    source = read_source(args.file)
+    result = export_dataset(
+        source,
+        args.to,
+        args.out,
+        val_ratio=args.val_ratio,
+        seed=args.seed,
+        group_by=args.group_by,
+        threshold=args.threshold,
+        layout=layout,
+    )
+    print(describe_export(result))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .prompt import load_prompt_layout
+    from .report import describe_report, write_report
+    from .split import read_source
+
+    layout = load_prompt_layout(args.prompt_template)
+    source = read_source(args.file)
+    result = write_report(
+        source,
+        args.out,
+        tokenizer_dir=args.tokenizer,
+        diversity=not args.no_diversity,
+        plots=not args.no_plots,
+        layout=layout,
+    )
+    print(describe_report(result))
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from .audit import audit_tokenizer, load_tokenizer, print_audit
+    from .prompt import load_prompt_layout
+    from .split import read_source
+
+    layout = load_prompt_layout(args.prompt_template)
+    source = read_source(args.file)
+    tokenizer = load_tokenizer(args.tokenizer)
+    report = audit_tokenizer(
+        source.records, source.tasks, tokenizer, layout, max_length=args.max_length, tokenizer_name=str(args.tokenizer)
+    )
+    print_audit(report, as_json=args.json)
+    return report.exit_code
