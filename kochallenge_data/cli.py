@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .commands import add_command
 from .errors import KochallengeError
 
 BUILD_EXAMPLE = """example:
@@ -54,17 +55,14 @@ def _register_groups(commands: Any) -> None:
         group.register(commands)
 
 
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
-
-
 def _add_build(commands: Any) -> None:
-    build = commands.add_parser(
+    build = add_command(
+        commands,
         "build",
         help="build multitask_dataset_v2.json from the pools and templates",
         description="Sample, render and check records, then write the dataset and its sidecars atomically.",
         epilog=BUILD_EXAMPLE,
-        formatter_class=_formatter,
+        run=_run_build,
     )
     build.add_argument("--size", type=int, help="number of records (default 3000)")
     build.add_argument("--seed", type=int, help="random seed (default 42)")
@@ -74,18 +72,18 @@ def _add_build(commands: Any) -> None:
     build.add_argument("--config", type=Path, help="TOML or JSON file with build options; flags override it")
     build.add_argument("--mix", help="task weights, e.g. base_info=1,free_text=1,feedback=1")
     build.add_argument("--no-diversity", action="store_true", help="skip the diversity statistics")
-    build.set_defaults(func=_run_build)
 
 
 def _add_validate(commands: Any) -> None:
-    validate = commands.add_parser(
+    validate = add_command(
+        commands,
         "validate",
         help="check any alpaca-style dataset (JSON array or JSONL)",
         description=(
             "Report every finding with record index, field and code. Exit 0 clean, 1 findings, 2 unusable input."
         ),
         epilog=VALIDATE_EXAMPLE,
-        formatter_class=_formatter,
+        run=_run_validate,
     )
     validate.add_argument("file", type=Path, help="dataset file: a JSON array or JSONL of records")
     validate.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
@@ -96,19 +94,18 @@ def _add_validate(commands: Any) -> None:
     validate.add_argument("--challenges", type=int, default=3, help="expected challenges per recommendation")
     validate.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
     validate.add_argument("--no-spacing", action="store_true", help="skip the Kiwi spacing check")
-    validate.set_defaults(func=_run_validate)
 
 
 def _add_lint(commands: Any) -> None:
-    lint = commands.add_parser(
+    lint = add_command(
+        commands,
         "lint-pools",
         help="check every pool phrase with the dataset checks",
         description="Render every pool phrase and run the spacing and Korean-only checks, naming file and line.",
         epilog=LINT_EXAMPLE,
-        formatter_class=_formatter,
+        run=_run_lint,
     )
     lint.add_argument("--pools", type=Path, help="pools folder (default: the shipped pools)")
-    lint.set_defaults(func=_run_lint)
 
 
 def _run_build(args: argparse.Namespace) -> int:

@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .commands import add_command
+
 # Copies of split.GROUP_BY_CHOICES and export.FORMATS, so building the parser imports neither
 # (a test checks they agree).
 GROUP_BY_CHOICES = ("none", "template", "item")
@@ -47,10 +49,6 @@ AUDIT_EXAMPLE = """example:
 exit status: 0 when every record fits and every character survives; 1 when records would lose their
 eos (truncation, no eos token, or an eos the tokenizer appends to every prompt) or the tokenizer would
 lose characters (unk, dropped, changed, or '\\n')"""
-
-
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
 def _ratio(text: str) -> float:
@@ -96,7 +94,8 @@ def register(subparsers: Any) -> None:
 
 
 def _add_split(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "split",
         help="seeded train/validation split, stratified by task, optionally grouped",
         description=(
@@ -106,18 +105,18 @@ def _add_split(subparsers: Any) -> None:
             "training record (offenders are moved to train, or dropped when grouping; split.json counts them)."
         ),
         epilog=SPLIT_EXAMPLE,
-        formatter_class=_formatter,
+        run=run_split,
     )
     parser.add_argument("file", type=Path, help="dataset file: a JSON array or JSONL of records")
     parser.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="folder for train.json, validation.json, split.json"
     )
     _add_split_options(parser)
-    parser.set_defaults(func=run_split)
 
 
 def _add_export(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "export",
         help="write a training-ready folder for alpaca, TRL, LLaMA-Factory, datasets ...",
         description=(
@@ -125,7 +124,7 @@ def _add_export(subparsers: Any) -> None:
             "states the format and the prompt layout (templates/prompt.j2 rendered for a real record)."
         ),
         epilog=EXPORT_EXAMPLE,
-        formatter_class=_formatter,
+        run=run_export,
     )
     parser.add_argument("file", type=Path, help="dataset file: a JSON array or JSONL of records")
     parser.add_argument("--to", required=True, choices=FORMATS, metavar="FORMAT", help=", ".join(FORMATS))
@@ -134,11 +133,11 @@ def _add_export(subparsers: Any) -> None:
         "--prompt-template", type=Path, metavar="FILE", help="prompt layout (default: templates/prompt.j2)"
     )
     _add_split_options(parser)
-    parser.set_defaults(func=run_export)
 
 
 def _add_report(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "report",
         help="write a Hugging Face dataset card with figures and plots",
         description=(
@@ -148,7 +147,7 @@ def _add_report(subparsers: Any) -> None:
             "the card is written and says the plots were skipped."
         ),
         epilog=REPORT_EXAMPLE,
-        formatter_class=_formatter,
+        run=run_report,
     )
     parser.add_argument("file", type=Path, help="dataset file: a JSON array or JSONL of records")
     parser.add_argument(
@@ -160,11 +159,11 @@ def _add_report(subparsers: Any) -> None:
     )
     parser.add_argument("--no-diversity", action="store_true", help="skip the Kiwi diversity figures")
     parser.add_argument("--no-plots", action="store_true", help="do not draw plots")
-    parser.set_defaults(func=run_report)
 
 
 def _add_audit(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "audit-tokenizer",
         help="find records a tokenizer and max_length would damage, before training",
         description=(
@@ -174,7 +173,7 @@ def _add_audit(subparsers: Any) -> None:
             "and what to do about each. Needs transformers (the train extra)."
         ),
         epilog=AUDIT_EXAMPLE,
-        formatter_class=_formatter,
+        run=run_audit,
     )
     parser.add_argument("file", type=Path, help="dataset file: a JSON array or JSONL of records")
     parser.add_argument("--tokenizer", type=Path, required=True, metavar="DIR", help="local tokenizer folder")
@@ -185,7 +184,6 @@ def _add_audit(subparsers: Any) -> None:
         "--prompt-template", type=Path, metavar="FILE", help="prompt layout (default: templates/prompt.j2)"
     )
     parser.add_argument("--json", action="store_true", help="print the audit as JSON on stdout")
-    parser.set_defaults(func=run_audit)
 
 
 def run_split(args: argparse.Namespace) -> int:

@@ -99,3 +99,11 @@ def test_lint_pools_names_file_and_line_of_a_glued_phrase(tmp_path: Path) -> Non
     assert result.returncode == 1
     line = next(n for n, row in enumerate(text.splitlines(), 1) if "이런챌린지는" in row)
     assert f"recommend.toml:{line}: spacing" in result.stdout
+
+
+@pytest.mark.parametrize("command", command_names())
+def test_every_command_dispatches_to_its_own_handler(command: str) -> None:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    handler = action.choices[command].get_default("func")  # type: ignore[index]
+    assert command.split("-")[0] in handler.__name__, (command, handler.__name__)

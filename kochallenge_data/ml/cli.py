@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..commands import add_command
+
 DOCTOR_EXAMPLE = """example:
   python -m kochallenge_data doctor out/merged
   python -m kochallenge_data doctor out/merged --base models/base --max-model-len 4096
@@ -29,10 +31,6 @@ FIX_EXAMPLE = """example:
   python -m kochallenge_data fix out/merged --base models/base"""
 
 
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -45,7 +43,8 @@ def _positive_int(text: str) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``doctor``, ``merge`` and ``fix`` to an argparse subparsers object."""
-    doctor = subparsers.add_parser(
+    doctor = add_command(
+        subparsers,
         "doctor",
         help="check a model directory before serving it (files only; --load also loads it)",
         description=(
@@ -54,7 +53,7 @@ def register(subparsers: Any) -> None:
             "what breaks and the fix."
         ),
         epilog=DOCTOR_EXAMPLE,
-        formatter_class=_formatter,
+        run=run_doctor,
     )
     doctor.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="the directory with config.json and weights")
     doctor.add_argument("--base", type=Path, metavar="BASE_DIR", help="compare every file with this base model")
@@ -69,9 +68,9 @@ def register(subparsers: Any) -> None:
         "forward pass (needs the train extra)",
     )
     doctor.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
-    doctor.set_defaults(func=run_doctor)
 
-    merge = subparsers.add_parser(
+    merge = add_command(
+        subparsers,
         "merge",
         help="merge a LoRA adapter into its base, verified, ready for vllm serve",
         description=(
@@ -80,7 +79,7 @@ def register(subparsers: Any) -> None:
             "train extra."
         ),
         epilog=MERGE_EXAMPLE,
-        formatter_class=_formatter,
+        run=run_merge,
     )
     merge.add_argument("--base", type=Path, required=True, metavar="BASE", help="the base model directory")
     merge.add_argument("--adapter", type=Path, required=True, metavar="ADAPTER", help="the LoRA adapter directory")
@@ -91,9 +90,9 @@ def register(subparsers: Any) -> None:
         "--max-model-len", type=_positive_int, metavar="N", help="context length for the check and the vllm command"
     )
     merge.add_argument("--json", action="store_true", help="print merge_report.json on stdout")
-    merge.set_defaults(func=run_merge)
 
-    fix = subparsers.add_parser(
+    fix = add_command(
+        subparsers,
         "fix",
         help="copy the base config and tokenizer files over a merged directory where the weights agree",
         description=(
@@ -101,7 +100,7 @@ def register(subparsers: Any) -> None:
             "merged weights agree with them, back up what is replaced, then run the doctor."
         ),
         epilog=FIX_EXAMPLE,
-        formatter_class=_formatter,
+        run=run_fix,
     )
     fix.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="the merged model directory to repair")
     fix.add_argument("--base", type=Path, required=True, metavar="BASE_DIR", help="the base model directory")
@@ -113,7 +112,6 @@ def register(subparsers: Any) -> None:
         help="where to back up replaced files (default: MODEL_DIR.fix-backup-TIME)",
     )
     fix.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    fix.set_defaults(func=run_fix)
 
 
 def run_doctor(args: argparse.Namespace) -> int:

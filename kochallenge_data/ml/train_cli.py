@@ -9,6 +9,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..commands import add_command
+
 TRAIN_EXAMPLE = """example:
   python -m kochallenge_data train --data multitask_dataset_v2.json --base models/base --out runs/lora
   python -m kochallenge_data train --data data.json --base models/base --out runs/try --max-steps 50 --drop-truncated
@@ -18,13 +20,10 @@ then:
   python -m kochallenge_data doctor runs/merged"""
 
 
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
-
-
 def register(subparsers: Any) -> None:
     """Add ``train`` to an argparse subparsers object."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "train",
         help="LoRA fine-tune a base model on a dataset (GPU when present, else CPU)",
         description=(
@@ -34,7 +33,7 @@ def register(subparsers: Any) -> None:
             "OUT/loss_curves.png (when matplotlib is installed). Needs the train extra."
         ),
         epilog=TRAIN_EXAMPLE,
-        formatter_class=_formatter,
+        run=run_train,
     )
     parser.add_argument("--data", type=Path, required=True, help="dataset file: a JSON array or JSONL of records")
     parser.add_argument("--base", type=Path, required=True, metavar="MODEL_DIR", help="the base model directory")
@@ -61,7 +60,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--samples", type=int, default=3, help="validation prompts to answer in the report")
     parser.add_argument("--prompt-template", type=Path, help="prompt template (default: templates/prompt.j2)")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep OUT/checkpoints after training")
-    parser.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:

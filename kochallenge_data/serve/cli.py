@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..commands import add_command
 from ..errors import KochallengeError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -56,13 +57,10 @@ class ServePlan:
     max_model_len: int | None
 
 
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
-
-
 def register(subparsers: Any) -> None:
     """Add ``serve`` to an argparse subparsers object."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "serve",
         help="serve the chatbot API (SSE) over vLLM or an in-process transformers model",
         description=(
@@ -72,7 +70,7 @@ def register(subparsers: Any) -> None:
             "(and the train extra for --backend transformers)."
         ),
         epilog=SERVE_EXAMPLE,
-        formatter_class=_formatter,
+        run=run_serve,
     )
     parser.add_argument("--model", type=Path, required=True, metavar="MODEL_DIR", help="the merged model directory")
     backend = parser.add_mutually_exclusive_group()
@@ -98,7 +96,6 @@ def register(subparsers: Any) -> None:
         "--json-output", action="store_true", help="ask vLLM for the JSON object form (structured outputs)"
     )
     parser.add_argument("--max-model-len", type=int, metavar="N", help="the --max-model-len vLLM serves with")
-    parser.set_defaults(func=run_serve)
 
 
 def plan_from_args(args: argparse.Namespace) -> ServePlan:
