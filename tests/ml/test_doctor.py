@@ -618,10 +618,11 @@ def test_huge_json_file_is_refused_without_reading(model: Path, monkeypatch: pyt
     assert "file_unreadable" in doctor(model).codes
 
 
-# --- speed --------------------------------------------------------------------------------------
+# --- a 7B-shaped directory (its timing is measured in bench/doctor_bench.py) -----------------------
 
 
-def test_7b_shaped_directory_in_well_under_a_second(tmp_path: Path) -> None:
+def make_7b_shaped_dir(tmp_path: Path) -> Path:
+    """A Llama-7B-shaped directory with sparse shards: real headers, no real weights."""
     path = tmp_path / "llama7b"
     path.mkdir()
     tensors = llama_tensors(vocab=32000, hidden=4096, layers=32, heads=32, kv_heads=32, inter=11008)
@@ -648,12 +649,14 @@ def test_7b_shaped_directory_in_well_under_a_second(tmp_path: Path) -> None:
         max_position_embeddings=4096,
     )
     write_json(path / "config.json", config)
-    start = time.perf_counter()
+    return path
+
+
+def test_7b_shaped_directory_is_sound(tmp_path: Path) -> None:
+    path = make_7b_shaped_dir(tmp_path)
     report = doctor(path, base=path, max_model_len=4096)
-    elapsed = time.perf_counter() - start
     assert report.exit_code() == 0, format_report(report)
     assert report.facts["parameters"] > 6_000_000_000
-    assert elapsed < 1.0, elapsed
 
 
 # --- the CLI ------------------------------------------------------------------------------------
