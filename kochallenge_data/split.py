@@ -228,12 +228,12 @@ class NearDuplicateGuard:
     dropped: list[int] = field(default_factory=list)
 
     def apply(self, texts: Sequence[str], train: list[int], validation: list[int]) -> tuple[list[int], list[int]]:
-        index = _CompleteIndex(self.threshold)
+        index = DuplicateIndex(self.threshold)
         for i in train:
-            index.add(texts[i], i)
+            index.insert(texts[i], i)
         remaining = list(validation)
         while True:
-            offenders = [i for i in remaining if index.matches(texts[i])]
+            offenders = [i for i in remaining if index.find(texts[i]) is not None]
             if not offenders:
                 break
             gone = set(offenders)
@@ -244,33 +244,9 @@ class NearDuplicateGuard:
             # A moved record may itself be close to another validation record: check again.
             self.moved.extend(offenders)
             for i in offenders:
-                index.add(texts[i], i)
+                index.insert(texts[i], i)
             train = sorted(train + offenders)
         return train, remaining
-
-
-@dataclass
-class _CompleteIndex:
-    """Every added text stays searchable, near-duplicates of each other included.
-
-    ``DuplicateIndex.add`` keeps only the first of two near-duplicates, and similarity is not
-    transitive: a validation text can be close to the second without being close to the first.
-    Texts the first layer refuses go to a second layer, and so on.
-    """
-
-    threshold: float
-    layers: list[DuplicateIndex] = field(default_factory=list)
-
-    def add(self, text: str, item_id: int) -> None:
-        for layer in self.layers:
-            hit = layer.add(text, item_id)
-            if hit is None or hit[0] == "duplicate":  # an exact copy is already searchable
-                return
-        self.layers.append(DuplicateIndex(self.threshold))
-        self.layers[-1].add(text, item_id)
-
-    def matches(self, text: str) -> bool:
-        return any(layer.find(text) is not None for layer in self.layers)
 
 
 @dataclass(frozen=True)

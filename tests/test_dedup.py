@@ -46,3 +46,18 @@ def test_different_texts_are_kept() -> None:
     index = DuplicateIndex()
     assert index.add("장바구니를 챙겨서 장을 봐요", 0) is None
     assert index.add("계단으로 오르내리면 전기를 아껴요", 1) is None
+
+
+def test_insert_keeps_near_duplicates_searchable() -> None:
+    first = "장바구니를 챙겨서 시장에 가면 비닐봉지를 받지 않아도 돼요"
+    second = first + " 정말요"
+    third = second + " 그럼요 좋아요"
+    assert true_similarity(second, first) >= 0.8 > true_similarity(third, first)
+    assert true_similarity(third, second) >= 0.8
+    added, inserted = DuplicateIndex(), DuplicateIndex()
+    for i, text in enumerate((first, second)):
+        added.add(text, i)
+        inserted.insert(text, i)
+    assert added.find(third) is None  # add() kept only the first of the near pair
+    hit = inserted.find(third)
+    assert hit is not None and hit[1] == 1

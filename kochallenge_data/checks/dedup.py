@@ -83,8 +83,22 @@ class DuplicateIndex:
         grams = shingles(text)
         signature = minhash(grams)
         hit = self._near(grams, signature)
-        if hit is not None:
-            return hit
+        if hit is None:
+            self._store(key, grams, signature, item_id)
+        return hit
+
+    def insert(self, text: str, item_id: int) -> None:
+        """Make ``text`` searchable even when it nearly repeats an earlier one.
+
+        ``add`` keeps only the first of two near duplicates; a reference set (a training split that
+        validation is compared with) needs every text, since similarity is not transitive.
+        """
+        key = normalize_for_compare(text)
+        if key not in self._exact:  # an exact copy is already searchable
+            grams = shingles(text)
+            self._store(key, grams, minhash(grams), item_id)
+
+    def _store(self, key: str, grams: np.ndarray, signature: np.ndarray, item_id: int) -> None:
         self._exact[key] = item_id
         position = len(self._grams)
         if position == len(self._signatures):
@@ -94,7 +108,6 @@ class DuplicateIndex:
         self._ids.append(item_id)
         for band, bucket in zip(self._band_keys(signature), self._bands, strict=True):
             bucket[band].append(position)
-        return None
 
     def _band_keys(self, signature: np.ndarray) -> list[bytes]:
         return [signature[i * ROWS : (i + 1) * ROWS].tobytes() for i in range(BANDS)]
