@@ -18,7 +18,7 @@ from .models import Challenge, Recommendation
 
 SEPARATOR = ": "
 # Markers the old datasets used and the service's parser choked on.
-_LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•·]|#+)\s*")
+LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•·]|#+)\s*")
 
 
 def format_recommendation(recommendation: Recommendation) -> str:
@@ -28,7 +28,7 @@ def format_recommendation(recommendation: Recommendation) -> str:
     for number, challenge in enumerate(recommendation.challenges, start=1):
         _check_field(f"challenge {number} title", challenge.title)
         _check_field(f"challenge {number} description", challenge.description)
-        if _LIST_MARKER.match(challenge.title):
+        if LIST_MARKER.match(challenge.title):
             raise FormatError(f"challenge {number} title starts with a list marker: {challenge.title!r}")
         lines.append(f"{challenge.title}{SEPARATOR}{challenge.description}")
     return "\n".join(lines)
@@ -62,14 +62,14 @@ def _parse_newline(text: str) -> Recommendation:
         if line != line.strip():
             raise FormatError(f"line {number} has leading or trailing whitespace")
     recommend = lines[0]
-    if _LIST_MARKER.match(recommend):
+    if LIST_MARKER.match(recommend):
         raise FormatError("line 1 starts with a list marker; the recommend sentence stands alone")
     challenges = [_parse_challenge_line(line, number) for number, line in enumerate(lines[1:], start=2)]
     return Recommendation(recommend=recommend, challenges=challenges)
 
 
 def _parse_challenge_line(line: str, number: int) -> Challenge:
-    if _LIST_MARKER.match(line):
+    if LIST_MARKER.match(line):
         raise FormatError(f"line {number} starts with numbering or a bullet: {line!r}")
     title, separator, description = line.partition(":")
     if not separator:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import orjson
 
 from ..errors import FormatError
-from ..formats import parse_recommendation
+from ..formats import LIST_MARKER, parse_recommendation
 from ..models import Recommendation
-
-_NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•·]|#+)\s*")
 
 
 def classify_json(text: str) -> str | None:
@@ -36,7 +32,7 @@ def line_problems(text: str) -> list[tuple[str, str]]:
             continue
         if line != line.strip():
             problems.append(("trailing_whitespace", f"line {number} starts or ends with whitespace"))
-        if _NUMBERING.match(line):
+        if LIST_MARKER.match(line):
             problems.append(("numbering", f"line {number} starts with a number, bullet or marker: {line[:20]!r}"))
     return problems
 
