@@ -296,3 +296,14 @@ def test_train_command_runs_and_prints_where_things_are(
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "trained 2 steps" in printed and str(tmp_path / "cli" / "adapter") in printed
+
+
+def test_the_tokenizer_audit_counts_records_as_training_builds_them(tiny: TinySetup, tokenizer: Any) -> None:
+    from kochallenge_data.audit import render_records, token_lengths
+
+    layout = load_prompt_layout()
+    records = [r.model_dump() for r in tiny.records]
+    audited = token_lengths(tokenizer, render_records(records, layout))
+    built = [tokenize_record(tokenizer, layout, r, tokenizer.eos_token_id) for r in tiny.records]
+    assert [a.total for a in audited] == [b.length for b in built]
+    assert [a.prompt for a in audited] == [b.prompt_length for b in built]
