@@ -22,9 +22,9 @@ from .checks.diversity import diversity_stats
 from .checks.record import RecordChecker
 from .checks.spacing import SpacingChecker
 from .errors import CapacityError, ConfigError, KochallengeError
+from .generate import Candidate, Sampler, capacity, pool_to_grow
 from .models import TASKS, Finding, Record, Task
 from .pools import Pools, load_pools
-from .sampling import Candidate, Sampler, capacity, pool_to_grow
 from .spacing_allowlist import load_allowlist
 from .templates import Templates, load_templates
 from .writer import dataset_bytes, json_bytes, jsonl_bytes, sha256_bytes, sha256_file, sidecar, write_atomic

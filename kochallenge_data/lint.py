@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .checks.korean import DEFAULT_POLICY, FieldPolicy, describe_span, disallowed_spans
 from .checks.spacing import SpacingChecker
+from .generate.requests import frame_slots
 from .pools import Phrase, Pools, Source, load_pools
 from .spacing_allowlist import load_allowlist
 from .templates import render_phrase
@@ -64,14 +65,21 @@ def collect_texts(pools: Pools) -> list[_Text]:
     texts: list[_Text] = []
     for challenge in pools.challenges:
         texts.append(_Text(challenge.source, challenge.title, DEFAULT_POLICY["challenge_title"]))
-        texts.append(_Text(challenge.source, challenge.description, DEFAULT_POLICY["challenge_description"]))
-    for phrase in pools.base_info_sentences:
-        for location, work_type, category in product(pools.locations, pools.work_types, pools.categories):
-            rendered = render_phrase(phrase.text, location=location, work_type=work_type, category=category.name)
-            texts.append(_Text(phrase.source, rendered, DEFAULT_POLICY["recommend"]))
+        texts += [_Text(challenge.source, d, DEFAULT_POLICY["challenge_description"]) for d in challenge.descriptions]
+    texts += [_Text(p.source, p.text, DEFAULT_POLICY["recommend"]) for group in pools.about.values() for p in group]
+    for phrases in pools.base_info_sentences.values():
+        for phrase in phrases:
+            for location, work_type, category in product(pools.locations, pools.work_types, pools.categories):
+                rendered = render_phrase(phrase.text, location=location, work_type=work_type, category=category.name)
+                texts.append(_Text(phrase.source, rendered, DEFAULT_POLICY["recommend"]))
     replies = dict.fromkeys(p for group in pools.free_text_replies.values() for p in group)
-    texts += [_Text(p.source, render_phrase(p.text), DEFAULT_POLICY["recommend"]) for p in replies]
+    for phrase in replies:
+        texts += [
+            _Text(phrase.source, render_phrase(phrase.text, category=category.name), DEFAULT_POLICY["recommend"])
+            for category in pools.categories
+        ]
     texts += [_Text(m.source, m.text, MESSAGE_POLICY) for m in pools.messages]
+    texts += [_Text(source, text, MESSAGE_POLICY) for source, text in _request_renderings(pools)]
     texts += [_Text(p.source, p.text, None) for group in pools.instructions.values() for p in group]
     titles = _title_spread(pools)
     for phrases in pools.feedback_phrases.values():
@@ -80,6 +88,39 @@ def collect_texts(pools: Pools) -> list[_Text]:
                 _Text(phrase.source, text, DEFAULT_POLICY["feedback"]) for text in _feedback_renderings(phrase, titles)
             ]
     return texts
+
+
+def _request_renderings(pools: Pools) -> list[tuple[Source, str]]:
+    """Every frame, reason, modifier and topic of requests.toml, each in at least one full request."""
+    found: list[tuple[Source, str]] = []
+    topics = [p.text for p in pools.topics]
+    category_topics = [p for group in pools.category_topics.values() for p in group]
+    for level in ("banmal", "jondaemal"):
+        for frame in pools.frames[level]:
+            slots = frame_slots(frame.text)
+            for facet in pools.facets:
+                if not all(getattr(facet, role) for role in slots - {"topic"}):
+                    continue
+                values = {role: getattr(facet, role)[0].text for role in slots - {"topic"}}
+                found.append((frame.source, render_phrase(frame.text, topic=topics[0], **values)))
+                break
+            for role in slots - {"topic"}:
+                for facet in pools.facets:
+                    for phrase in getattr(facet, role):
+                        others = {r: getattr(facet, r)[0].text for r in slots - {"topic", role} if getattr(facet, r)}
+                        if len(others) == len(slots) - 2:
+                            found.append(
+                                (
+                                    phrase.source,
+                                    render_phrase(frame.text, topic=topics[0], **{role: phrase.text}, **others),
+                                )
+                            )
+            if slots == {"topic"}:
+                found += [(t.source, render_phrase(frame.text, topic=t.text)) for t in category_topics]
+    for level in ("question_banmal", "question_jondaemal"):
+        for frame in pools.frames[level]:
+            found += [(frame.source, render_phrase(frame.text, name=c.name)) for c in pools.categories]
+    return found
 
 
 def _title_spread(pools: Pools) -> list[str]:
@@ -91,7 +132,13 @@ def _title_spread(pools: Pools) -> list[str]:
 
 
 def _feedback_renderings(phrase: Phrase, titles: list[str]) -> list[str]:
-    return sorted({render_phrase(phrase.text, title=title, count=3) for title in titles})
+    pairs = zip(titles, titles[1:] + titles[:1], strict=True)
+    return sorted(
+        {
+            render_phrase(phrase.text, title=first, first=first, second=second, count=3, count_word="세")
+            for first, second in pairs
+        }
+    )
 
 
 def _emoji_problems(pools: Pools) -> list[LintProblem]:

@@ -21,16 +21,37 @@ from .resources import shipped_dir
 
 # Slots each kind of phrase may use; checked when the pools are loaded.
 BASE_INFO_SLOTS = frozenset({"location", "work_type", "category"})
+# A base-info recommend sentence is chosen by the reason its picks show: both the location and the work
+# type, one of them, or the category alone. Each reason's sentences may name only what that reason shows.
+BASE_INFO_REASON_SLOTS: Mapping[str, frozenset[str]] = {
+    "both": BASE_INFO_SLOTS,
+    "location": frozenset({"location", "category"}),
+    "work_type": frozenset({"work_type", "category"}),
+    "category": frozenset({"category"}),
+}
 FREE_TEXT_SLOTS: frozenset[str] = frozenset()
+TOPIC_REPLY_SLOTS = frozenset({"category"})
+TOPIC_GROUP = "주제"  # the facet group of the categories: a request that names one keeps every pick in it
+FRAME_SLOTS = frozenset({"reason", "want", "topic"})
+QUESTION_SLOTS = frozenset({"name"})
 FEEDBACK_SLOTS: Mapping[str, frozenset[str]] = {
-    "success": frozenset({"title"}),
-    "failure": frozenset({"title"}),
+    "success_habit": frozenset({"title"}),
+    "success_once": frozenset({"title"}),
     "group_active": frozenset({"title", "count"}),
-    "group_idle": frozenset({"title"}),
+    "success_pair": frozenset({"first", "second"}),
+    "success_many": frozenset({"count_word"}),
+    "failure": frozenset({"title"}),
+    "failure_pair": frozenset({"first", "second"}),
+    "failure_many": frozenset({"count_word"}),
+    "idle": frozenset({"title"}),
+    "idle_pair": frozenset({"first", "second"}),
+    "idle_many": frozenset({"count_word"}),
     "empty_week": frozenset(),
     "closing": frozenset(),
 }
 EMOJI_MOODS = ("celebrate", "comfort", "encourage")
+# Challenge fields a request facet may test; each holds one value or several.
+MATCH_FIELDS = ("category", "places", "work_types", "season", "settings", "company", "needs", "time", "effort", "cost")
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -43,26 +64,48 @@ class _Strict(BaseModel):
 class Category(_Strict):
     key: str = Field(pattern=r"^[A-Z][A-Z_]*$")
     name: str = Field(min_length=1)
+    # How a user names the category in a request ("플로깅 챌린지", "줍깅").
+    topics: list[str] = Field(default_factory=list)
+
+
+class FacetVocabulary(_Strict):
+    """The values each challenge facet may take; declared once so a typo in a pool file is caught."""
+
+    seasons: list[str] = Field(min_length=1)
+    settings: list[str] = Field(min_length=1)
+    company: list[str] = Field(min_length=1)
+    needs: list[str] = Field(default_factory=list)
+    times: list[str] = Field(min_length=1)
+    efforts: list[str] = Field(min_length=1)
+    costs: list[str] = Field(min_length=1)
 
 
 class DomainFile(_Strict):
     locations: list[str] = Field(min_length=1)
     work_types: list[str] = Field(min_length=1)
-    tags: list[str] = Field(default_factory=list)
-    moods: list[str] = Field(default_factory=list)
+    facets: FacetVocabulary
     category: list[Category] = Field(min_length=1)
 
 
 class ChallengeEntry(_Strict):
     title: ChallengeTitle = Field(min_length=1)
-    description: str = Field(min_length=1)
-    locations: list[str] = Field(default_factory=list)
+    descriptions: list[str] = Field(min_length=1)
+    places: list[str] = Field(default_factory=list)
     work_types: list[str] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
+    not_work_types: list[str] = Field(default_factory=list)
+    season: str | None = None
+    settings: list[str] = Field(min_length=1)
+    company: list[str] = Field(min_length=1)
+    needs: list[str] = Field(default_factory=list)
+    time: str
+    effort: str
+    cost: str
+    habit: bool
 
 
 class ChallengeFile(_Strict):
     category: str
+    about: list[str] = Field(default_factory=list)
     challenge: list[ChallengeEntry] = Field(min_length=1)
 
 
@@ -72,20 +115,28 @@ class InstructionsFile(_Strict):
     feedback: list[str] = Field(min_length=1)
 
 
-class ReplyGroup(_Strict):
-    moods: list[str] = Field(default_factory=list)
-    sentences: list[str] = Field(min_length=1)
+class BaseInfoSentences(_Strict):
+    both: list[str] = Field(min_length=1)
+    location: list[str] = Field(min_length=1)
+    work_type: list[str] = Field(min_length=1)
+    category: list[str] = Field(min_length=1)
+
+
+class FreeTextReplies(_Strict):
+    general: list[str] = Field(min_length=1)
+    question: list[str] = Field(min_length=1)
+    by_facet: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class RecommendFile(_Strict):
-    base_info: list[str] = Field(min_length=1)
-    free_text: list[ReplyGroup] = Field(min_length=1)
+    base_info: BaseInfoSentences
+    free_text: FreeTextReplies
 
 
 class MessageGroup(_Strict):
-    mood: str = ""
-    categories: list[str] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
+    facets: list[str] = Field(default_factory=list)
+    # The messages ask what the topic facet is ("플로깅이 뭐예요?"); the reply's first line answers it.
+    question: bool = False
     messages: list[str] = Field(min_length=1)
 
 
@@ -93,11 +144,55 @@ class MessagesFile(_Strict):
     group: list[MessageGroup] = Field(min_length=1)
 
 
+class FacetEntry(_Strict):
+    key: str = Field(min_length=1)
+    group: str = Field(min_length=1)
+    # What the facet licenses: a challenge that presupposes these may be chosen.
+    season: str | None = None
+    location: str | None = None
+    work_type: str | None = None
+    needs: list[str] = Field(default_factory=list)
+    # A challenge meets the facet when every field of one condition shares a value with the challenge.
+    match: list[dict[str, list[str]]] = Field(min_length=1)
+    reason: list[str] = Field(default_factory=list)
+    want: list[str] = Field(default_factory=list)
+
+
+class Frames(_Strict):
+    banmal: list[str] = Field(min_length=1)
+    jondaemal: list[str] = Field(min_length=1)
+    question_banmal: list[str] = Field(min_length=1)
+    question_jondaemal: list[str] = Field(min_length=1)
+    topics: list[str] = Field(min_length=1)
+
+
+class RequestShape(_Strict):
+    """How composed requests are mixed: hand-written messages' share and the facet counts."""
+
+    handwritten_share: float = Field(default=0.2, ge=0.0, le=1.0)
+    question_share: float = Field(default=0.06, ge=0.0, le=1.0)
+    topic_share: float = Field(default=0.4, ge=0.0, le=1.0)
+    second_facet_share: float = Field(default=0.45, ge=0.0, le=1.0)
+
+
+class RequestsFile(_Strict):
+    shape: RequestShape = RequestShape()
+    frames: Frames
+    facet: list[FacetEntry] = Field(min_length=1)
+
+
 class FeedbackPhrases(_Strict):
-    success: list[str] = Field(min_length=1)
-    failure: list[str] = Field(min_length=1)
+    success_habit: list[str] = Field(min_length=1)
+    success_once: list[str] = Field(min_length=1)
     group_active: list[str] = Field(min_length=1)
-    group_idle: list[str] = Field(min_length=1)
+    success_pair: list[str] = Field(min_length=1)
+    success_many: list[str] = Field(min_length=1)
+    failure: list[str] = Field(min_length=1)
+    failure_pair: list[str] = Field(min_length=1)
+    failure_many: list[str] = Field(min_length=1)
+    idle: list[str] = Field(min_length=1)
+    idle_pair: list[str] = Field(min_length=1)
+    idle_many: list[str] = Field(min_length=1)
     empty_week: list[str] = Field(min_length=1)
     closing: list[str] = Field(min_length=1)
 
@@ -113,8 +208,10 @@ class WeekShape(_Strict):
     max_group: int = Field(default=2, ge=0, le=10)
     max_submissions: int = Field(default=4, ge=1, le=7)
     first_monday: str = "2026-03-02"
-    weeks: int = Field(default=30, ge=1, le=520)
+    weeks: int = Field(default=52, ge=1, le=520)
     member_id_max: int = Field(default=5000, ge=1)
+    # Months of each season, for weekly records whose challenges must fit their dates.
+    season_months: dict[str, list[int]] = Field(default_factory=dict)
 
 
 class FeedbackFile(_Strict):
@@ -136,19 +233,41 @@ class Source:
 
 @dataclass(frozen=True)
 class PoolChallenge:
-    """A challenge with its category and the situations it suits (empty = all)."""
+    """A challenge, its descriptions, and the facets that say when it fits (empty = no restriction)."""
 
     category: str
     title: str
-    description: str
-    locations: tuple[str, ...]
+    descriptions: tuple[str, ...]
+    places: tuple[str, ...]
     work_types: tuple[str, ...]
-    tags: tuple[str, ...]
+    not_work_types: tuple[str, ...]
+    season: str | None
+    settings: tuple[str, ...]
+    company: tuple[str, ...]
+    needs: tuple[str, ...]
+    time: str
+    effort: str
+    cost: str
+    habit: bool
     source: Source
 
+    @property
+    def description(self) -> str:
+        """The first description: the one a reader sees in messages and lint reports."""
+        return self.descriptions[0]
+
+    def values(self, field_name: str) -> tuple[str, ...]:
+        """A facet field as a tuple, whether it holds one value or several."""
+        value = getattr(self, field_name)
+        if value is None:
+            return ()
+        return (value,) if isinstance(value, str) else tuple(value)
+
     def suits(self, location: str, work_type: str) -> bool:
-        return (not self.locations or location in self.locations) and (
-            not self.work_types or work_type in self.work_types
+        return (
+            (not self.places or location in self.places)
+            and (not self.work_types or work_type in self.work_types)
+            and work_type not in self.not_work_types
         )
 
 
@@ -161,11 +280,29 @@ class Phrase:
 
 
 @dataclass(frozen=True)
+class Facet:
+    """Something a request asks for, what it licenses, and how it is said."""
+
+    key: str
+    group: str
+    match: tuple[tuple[tuple[str, frozenset[str]], ...], ...]
+    season: str | None
+    location: str | None
+    work_type: str | None
+    needs: tuple[str, ...]
+    category: str | None
+    reason: tuple[Phrase, ...]
+    want: tuple[Phrase, ...]
+    source: Source
+
+
+@dataclass(frozen=True)
 class MessageItem:
+    """A hand-written user message and the facets it states (the first is the main one)."""
+
     text: str
-    mood: str
-    categories: tuple[str, ...]
-    tags: tuple[str, ...]
+    facets: tuple[str, ...]
+    question: bool
     source: Source
 
 
@@ -177,12 +314,16 @@ class Pools:
     locations: tuple[str, ...]
     work_types: tuple[str, ...]
     categories: tuple[Category, ...]
-    tags: tuple[str, ...]
-    moods: tuple[str, ...]
+    category_topics: Mapping[str, tuple[Phrase, ...]]  # category key -> how users name it in a request
     challenges: tuple[PoolChallenge, ...]
+    about: Mapping[str, tuple[Phrase, ...]]  # category key -> sentences that say what it is
     instructions: Mapping[Task, tuple[Phrase, ...]]
-    base_info_sentences: tuple[Phrase, ...]
-    free_text_replies: Mapping[str, tuple[Phrase, ...]]  # mood ("" = general) -> sentences
+    base_info_sentences: Mapping[str, tuple[Phrase, ...]]  # reason -> sentences
+    free_text_replies: Mapping[str, tuple[Phrase, ...]]  # facet key, "general" or "question" -> sentences
+    facets: tuple[Facet, ...]
+    frames: Mapping[str, tuple[Phrase, ...]]
+    topics: tuple[Phrase, ...]
+    request_shape: RequestShape
     messages: tuple[MessageItem, ...]
     feedback_phrases: Mapping[str, tuple[Phrase, ...]]
     feedback_emoji: Mapping[str, tuple[str, ...]]
@@ -195,23 +336,26 @@ class Pools:
                 return category.name
         raise KeyError(key)
 
+    def facet(self, key: str) -> Facet:
+        for facet in self.facets:
+            if facet.key == key:
+                return facet
+        raise KeyError(key)
+
     def challenges_for(self, category: str, location: str, work_type: str) -> list[PoolChallenge]:
+        """Challenges of ``category`` that a base-info user at ``location`` doing ``work_type`` may get."""
         return [
             challenge
             for challenge in self.challenges
-            if challenge.category == category and challenge.suits(location, work_type)
+            if challenge.category == category
+            and challenge.suits(location, work_type)
+            and challenge.season is None
+            and not challenge.needs
         ]
 
-    def challenges_for_message(self, message: MessageItem) -> list[PoolChallenge]:
-        return [
-            challenge
-            for challenge in self.challenges
-            if (not message.categories or challenge.category in message.categories)
-            and (not message.tags or set(challenge.tags) & set(message.tags))
-        ]
-
-    def replies_for(self, mood: str) -> tuple[Phrase, ...]:
-        return self.free_text_replies.get(mood) or self.free_text_replies[""]
+    def replies_for(self, facet: Facet) -> tuple[Phrase, ...] | None:
+        """Replies written for this facet, or for its group; None when only general replies fit."""
+        return self.free_text_replies.get(facet.key) or self.free_text_replies.get(facet.group)
 
 
 def default_pools_dir() -> Path:
@@ -233,7 +377,12 @@ def load_pools(root: Path | str | None = None) -> Pools:
     challenge_paths = sorted((root_path / "challenges").glob("*.toml"))
     if not challenge_paths:
         raise PoolError(f"{root_path / 'challenges'}: no challenge files (*.toml) found")
-    challenges = tuple(item for path in challenge_paths for item in _load_challenge_file(path, domain, root_path))
+    challenges: list[PoolChallenge] = []
+    about: dict[str, tuple[Phrase, ...]] = {}
+    for path in challenge_paths:
+        category, items, sentences = _load_challenge_file(path, domain, root_path)
+        challenges += items
+        about[category] = about.get(category, ()) + sentences
     _check_titles_distinct(challenges)
 
     instructions_path = root_path / "instructions.toml"
@@ -242,20 +391,41 @@ def load_pools(root: Path | str | None = None) -> Pools:
         task: _phrases(instructions_path, getattr(instructions_file, task), frozenset(), root_path) for task in TASKS
     }
 
+    requests_path = root_path / "requests.toml"
+    requests = _validate(RequestsFile, _read_toml(requests_path), requests_path)
+    facets = _load_facets(requests_path, requests, domain, root_path)
+    frames = {
+        level: _phrases(requests_path, getattr(requests.frames, level), slots, root_path)
+        for level, slots in (
+            ("banmal", FRAME_SLOTS),
+            ("jondaemal", FRAME_SLOTS),
+            ("question_banmal", QUESTION_SLOTS),
+            ("question_jondaemal", QUESTION_SLOTS),
+        )
+    }
+    topics = _phrases(requests_path, requests.frames.topics, frozenset(), root_path)
+
     recommend_path = root_path / "recommend.toml"
     recommend = _validate(RecommendFile, _read_toml(recommend_path), recommend_path)
-    base_info_sentences = _phrases(recommend_path, recommend.base_info, BASE_INFO_SLOTS, root_path)
-    replies: dict[str, tuple[Phrase, ...]] = {}
-    for group in recommend.free_text:
-        phrases = _phrases(recommend_path, group.sentences, FREE_TEXT_SLOTS, root_path)
-        for mood in group.moods or [""]:
-            _check_member(mood, [*domain.moods, ""], recommend_path, "mood")
-            replies[mood] = replies.get(mood, ()) + phrases
-    if "" not in replies:
-        raise PoolError(f"{recommend_path}: add a [[free_text]] group with no moods (general replies)")
+    base_info_sentences = {
+        reason: _phrases(recommend_path, getattr(recommend.base_info, reason), slots, root_path)
+        for reason, slots in BASE_INFO_REASON_SLOTS.items()
+    }
+    replies = {
+        "general": _phrases(recommend_path, recommend.free_text.general, FREE_TEXT_SLOTS, root_path),
+        "question": _phrases(recommend_path, recommend.free_text.question, FREE_TEXT_SLOTS, root_path),
+    }
+    facet_by_key = {f.key: f for f in facets}
+    facet_keys = list(facet_by_key)
+    groups = list(dict.fromkeys(f.group for f in facets))
+    for key, texts in recommend.free_text.by_facet.items():
+        _check_member(key, [*facet_keys, *groups], recommend_path, "facet or facet group", declared_in="requests.toml")
+        topical = key == TOPIC_GROUP or (key in facet_by_key and facet_by_key[key].category is not None)
+        slots = TOPIC_REPLY_SLOTS if topical else FREE_TEXT_SLOTS
+        replies[key] = _phrases(recommend_path, texts, slots, root_path)
 
     messages_path = root_path / "messages.toml"
-    messages = _load_messages(messages_path, domain, root_path)
+    messages = _load_messages(messages_path, facet_keys, root_path)
 
     feedback_path = root_path / "feedback.toml"
     feedback = _validate(FeedbackFile, _read_toml(feedback_path), feedback_path)
@@ -264,18 +434,26 @@ def load_pools(root: Path | str | None = None) -> Pools:
         for kind, slots in FEEDBACK_SLOTS.items()
     }
     feedback_emoji = {mood: tuple(getattr(feedback.emoji, mood)) for mood in EMOJI_MOODS}
+    for season in feedback.week.season_months:
+        _check_member(season, domain.facets.seasons, feedback_path, "season")
 
     pools = Pools(
         root=root_path,
         locations=tuple(domain.locations),
         work_types=tuple(domain.work_types),
         categories=tuple(domain.category),
-        tags=tuple(domain.tags),
-        moods=tuple(domain.moods),
-        challenges=challenges,
+        category_topics={
+            c.key: _phrases(domain_path, c.topics or [c.name], frozenset(), root_path) for c in domain.category
+        },
+        challenges=tuple(challenges),
+        about=about,
         instructions=instructions,
         base_info_sentences=base_info_sentences,
         free_text_replies=replies,
+        facets=facets,
+        frames=frames,
+        topics=topics,
+        request_shape=requests.shape,
         messages=messages,
         feedback_phrases=feedback_phrases,
         feedback_emoji=feedback_emoji,
@@ -284,6 +462,7 @@ def load_pools(root: Path | str | None = None) -> Pools:
             domain_path,
             *challenge_paths,
             instructions_path,
+            requests_path,
             recommend_path,
             messages_path,
             feedback_path,
@@ -357,57 +536,139 @@ def _phrases(path: Path, texts: Sequence[str], slots: frozenset[str], root: Path
     return tuple(phrases)
 
 
-def _load_challenge_file(path: Path, domain: DomainFile, root: Path) -> list[PoolChallenge]:
+def _load_challenge_file(
+    path: Path, domain: DomainFile, root: Path
+) -> tuple[str, list[PoolChallenge], tuple[Phrase, ...]]:
     data = _validate(ChallengeFile, _read_toml(path), path)
     _check_member(data.category, [c.key for c in domain.category], path, "category")
+    vocabulary = domain.facets
     items = []
     for entry in data.challenge:
         source = _source(path, entry.title, root)
-        for location in entry.locations:
-            _check_member(location, domain.locations, path, "location", source)
-        for work_type in entry.work_types:
-            _check_member(work_type, domain.work_types, path, "work type", source)
-        for tag in entry.tags:
-            _check_member(tag, domain.tags, path, "tag", source)
+        allowed: list[tuple[str, Sequence[str], Sequence[str]]] = [
+            ("location", entry.places, domain.locations),
+            ("work type", [*entry.work_types, *entry.not_work_types], domain.work_types),
+            ("season", [entry.season] if entry.season else [], vocabulary.seasons),
+            ("setting", entry.settings, vocabulary.settings),
+            ("company", entry.company, vocabulary.company),
+            ("need", entry.needs, vocabulary.needs),
+            ("time", [entry.time], vocabulary.times),
+            ("effort", [entry.effort], vocabulary.efforts),
+            ("cost", [entry.cost], vocabulary.costs),
+        ]
+        for what, values, choices in allowed:
+            for value in values:
+                _check_member(value, choices, path, what, source)
+        for description in entry.descriptions:
+            if description != description.strip() or not description:
+                raise PoolError(f"{source}: description is empty or has leading/trailing spaces: {description!r}")
+        _check_unique(entry.descriptions, path, "description")
         items.append(
             PoolChallenge(
                 category=data.category,
                 title=entry.title,
-                description=entry.description,
-                locations=tuple(entry.locations),
+                descriptions=tuple(entry.descriptions),
+                places=tuple(entry.places),
                 work_types=tuple(entry.work_types),
-                tags=tuple(entry.tags),
+                not_work_types=tuple(entry.not_work_types),
+                season=entry.season,
+                settings=tuple(entry.settings),
+                company=tuple(entry.company),
+                needs=tuple(entry.needs),
+                time=entry.time,
+                effort=entry.effort,
+                cost=entry.cost,
+                habit=entry.habit,
                 source=source,
             )
         )
-    return items
+    return data.category, items, _phrases(path, data.about, frozenset(), root)
 
 
-def _load_messages(path: Path, domain: DomainFile, root: Path) -> tuple[MessageItem, ...]:
+def _load_facets(path: Path, requests: RequestsFile, domain: DomainFile, root: Path) -> tuple[Facet, ...]:
+    """The request facets of ``requests.toml``, plus one topic facet per category (its name is the key)."""
+    vocabulary = domain.facets
+    facets: list[Facet] = []
+    for entry in requests.facet:
+        source = _source(path, f'key = "{entry.key}"', root)
+        for field_name in (name for condition in entry.match for name in condition):
+            _check_member(
+                field_name, MATCH_FIELDS, path, "match field", source, declared_in="the list of challenge fields"
+            )
+        if entry.season:
+            _check_member(entry.season, vocabulary.seasons, path, "season", source)
+        if entry.location:
+            _check_member(entry.location, domain.locations, path, "location", source)
+        if entry.work_type:
+            _check_member(entry.work_type, domain.work_types, path, "work type", source)
+        for need in entry.needs:
+            _check_member(need, vocabulary.needs, path, "need", source)
+        facets.append(
+            Facet(
+                key=entry.key,
+                group=entry.group,
+                match=tuple(
+                    tuple((name, frozenset(values)) for name, values in sorted(condition.items()))
+                    for condition in entry.match
+                ),
+                season=entry.season,
+                location=entry.location,
+                work_type=entry.work_type,
+                needs=tuple(entry.needs),
+                category=None,
+                reason=_phrases(path, entry.reason, frozenset(), root),
+                want=_phrases(path, entry.want, frozenset(), root),
+                source=source,
+            )
+        )
+    domain_path = root / "domain.toml"
+    for category in domain.category:
+        facets.append(
+            Facet(
+                key=category.name,
+                group=TOPIC_GROUP,
+                match=((("category", frozenset({category.key})),),),
+                season=None,
+                location=None,
+                work_type=None,
+                needs=(),
+                category=category.key,
+                reason=(),
+                want=(),
+                source=_source(domain_path, category.key, root),
+            )
+        )
+    _check_unique([f.key for f in facets], path, "facet key")
+    return tuple(facets)
+
+
+def _load_messages(path: Path, facet_keys: Sequence[str], root: Path) -> tuple[MessageItem, ...]:
     data = _validate(MessagesFile, _read_toml(path), path)
-    keys = [c.key for c in domain.category]
     items = []
     for group in data.group:
-        if group.mood:
-            _check_member(group.mood, domain.moods, path, "mood")
-        for category in group.categories:
-            _check_member(category, keys, path, "category")
-        for tag in group.tags:
-            _check_member(tag, domain.tags, path, "tag")
+        for key in group.facets:
+            _check_member(key, facet_keys, path, "facet", declared_in="requests.toml (or domain.toml for a category)")
         for text in group.messages:
             source = _source(path, text, root)
             if text != text.strip() or not text:
                 raise PoolError(f"{source}: message is empty or has leading/trailing spaces: {text!r}")
-            items.append(MessageItem(text, group.mood, tuple(group.categories), tuple(group.tags), source))
+            items.append(MessageItem(text, tuple(group.facets), group.question, source))
     _check_unique([item.text for item in items], path, "message")
     return tuple(items)
 
 
-def _check_member(value: str, allowed: Sequence[str], path: Path, what: str, source: Source | None = None) -> None:
+def _check_member(
+    value: str,
+    allowed: Sequence[str],
+    path: Path,
+    what: str,
+    source: Source | None = None,
+    declared_in: str = "domain.toml",
+) -> None:
     if value not in allowed:
         place = source or Source(str(path), _line_of(path, value))
         choices = ", ".join(a for a in allowed if a) or "(none declared)"
-        raise PoolError(f"{place}: unknown {what} {value!r}; declare it in domain.toml or use one of: {choices}")
+        raise PoolError(f"{place}: unknown {what} {value!r}; declare it in {declared_in} or use one of: {choices}")
 
 
 def _check_unique(values: Iterable[str], path: Path, what: str) -> None:

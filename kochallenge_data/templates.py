@@ -25,7 +25,7 @@ from .resources import shipped_dir
 TEMPLATE_VARIABLES: Mapping[str, frozenset[str]] = {
     "base_info_input.j2": frozenset({"location", "work_type", "category"}),
     "free_text_input.j2": frozenset({"message"}),
-    "feedback": frozenset({"lead", "follow", "closing", "lead_emoji", "end_emoji"}),
+    "feedback": frozenset({"sentences"}),
     "prompt.j2": frozenset({"instruction", "input"}),
 }
 FEEDBACK_LAYOUT_DIR = "feedback"

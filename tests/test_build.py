@@ -17,7 +17,7 @@ from kochallenge_data.errors import CapacityError, KochallengeError
 from kochallenge_data.formats import parse_recommendation
 from kochallenge_data.models import TASKS, WeeklyRecord
 from kochallenge_data.pools import load_pools
-from kochallenge_data.sampling import capacity
+from kochallenge_data.generate import capacity
 
 from .conftest import FIXTURE_POOLS, GOLDEN, ROOT, assert_golden
 
@@ -58,7 +58,10 @@ def test_every_built_record_meets_the_output_contract(
 
 
 def test_requested_size_and_mix_are_met_exactly(tmp_path: Path) -> None:
-    result = build_dataset(small_config(tmp_path, size=31, mix={"base_info": 2, "free_text": 1, "feedback": 0}))
+    config = small_config(
+        tmp_path, size=31, mix={"base_info": 2, "free_text": 1, "feedback": 0}, near_duplicate_threshold=1.0
+    )
+    result = build_dataset(config)
     counts = Counter(result.tasks)
     assert counts == {"base_info": 21, "free_text": 10}
     assert len(result.records) == 31
@@ -84,9 +87,11 @@ def test_capacity_error_names_the_task_and_the_pool_before_writing(tmp_path: Pat
 
 def test_capacity_counts_the_distinct_challenge_sets_per_input() -> None:
     pools = load_pools(FIXTURE_POOLS)
-    # Fixture: ZERO_WASTE has 5 challenges (one 사무직-only, one 산-only), VEGAN 4, all unrestricted otherwise.
-    # 도시/사무직: C(4,3); 도시/재택: C(3,3); 산/사무직: C(5,3); 산/재택: C(4,3); VEGAN: 4 x C(4,3).
-    assert capacity(pools, "base_info") == 4 + 1 + 10 + 4 + 4 * 4
+    # Fixture: ZERO_WASTE has 3 general challenges, one 사무직-only and one 산-only (plus one that needs a
+    # child, never given to base_info); VEGAN has 4 general ones (plus a summer one, never given either).
+    # One or two picks bound to the location or work type when there are any, the rest general:
+    # 도시/사무직: 1 x C(3,2); 도시/재택: C(3,3); 산/사무직: 2 x C(3,2) + 1 x C(3,1); 산/재택: C(3,2); VEGAN: 4 x C(4,3).
+    assert capacity(pools, "base_info") == 3 + 1 + 9 + 3 + 4 * 4
 
 
 def test_a_build_can_use_every_distinct_record(tmp_path: Path) -> None:
@@ -96,7 +101,7 @@ def test_a_build_can_use_every_distinct_record(tmp_path: Path) -> None:
         tmp_path, size=exact, mix={"base_info": 1, "free_text": 0, "feedback": 0}, near_duplicate_threshold=1.0
     )
     result = build_dataset(config)
-    assert len({(r.input, frozenset(r.output.split("\n")[1:])) for r in result.records}) == exact
+    assert len({(r.input, frozenset(line.split(": ")[0] for line in r.output.split("\n")[1:])) for r in result.records}) == exact
 
 
 def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(tmp_path: Path) -> None:
@@ -206,9 +211,11 @@ def test_too_many_rejects_name_the_pool_items_at_fault(tmp_path: Path) -> None:
     shutil.copytree(FIXTURE_POOLS, pools)
     recommend = pools / "recommend.toml"
     text = recommend.read_text(encoding="utf-8")
-    start, end = text.index("base_info = ["), text.index("]", text.index("base_info = ["))
-    glued = "base_info = ['{{ category }}챌린지를골라봤어요.', '{{ location }}에서할수있어요.'"
-    recommend.write_text(text[:start] + glued + text[end:], encoding="utf-8")
+    start, end = text.index("[base_info]"), text.index("[free_text]")
+    glued = "[base_info]\n" + "".join(
+        f"{reason} = ['{{{{ category }}}}챌린지를골라봤어요.']\n" for reason in ("both", "location", "work_type", "category")
+    )
+    recommend.write_text(text[:start] + glued + "\n" + text[end:], encoding="utf-8")
     config = small_config(
         tmp_path,
         size=30,

@@ -1,0 +1,9 @@
+"""The generator: requests and profiles in, challenges chosen by fit, records rendered.
+
+``selection`` says how a challenge is chosen; ``requests`` composes free-text messages from facets;
+``feedback`` builds weekly records and the feedback that covers them; ``sampler`` turns them into records.
+"""
+
+from .sampler import Candidate, Sampler, capacity, pool_to_grow
+
+__all__ = ["Candidate", "Sampler", "capacity", "pool_to_grow"]

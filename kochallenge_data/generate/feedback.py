@@ -1,0 +1,288 @@
+"""Weekly records and the feedback that answers them.
+
+A week belongs to one user: one location, one work type, and dates whose season its challenges fit. The
+feedback addresses every success, failure and idle group challenge, by name where there is room and by an
+aggregate phrase (두 개 모두 …) where there is not, within the character limit. Each sentence ends with an
+emoji of its own mood, and one-off actions are praised differently from habits.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from ..pools import Phrase, PoolChallenge, Pools
+from ..templates import Template, render_phrase
+from ..text import nfc
+from .selection import Licence, allowed
+
+# Native Korean count words before a counter (두 개, 세 개): grammar, not phrasing.
+COUNT_WORDS = ("영", "한", "두", "세", "네", "다섯", "여섯", "일곱", "여덟", "아홉", "열")
+MOODS = {"success": "celebrate", "failure": "comfort", "idle": "encourage", "empty": "encourage"}
+
+
+@dataclass(frozen=True)
+class PersonalEntry:
+    id: int
+    title: str
+    is_success: bool
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    id: int
+    title: str
+    start: datetime
+    end: datetime
+    submissions: tuple[tuple[bool, datetime], ...]
+
+    @property
+    def successes(self) -> int:
+        return sum(1 for ok, _ in self.submissions if ok)
+
+
+@dataclass(frozen=True)
+class Week:
+    member_id: int
+    personal: tuple[PersonalEntry, ...]
+    group: tuple[GroupEntry, ...]
+
+    def to_json(self) -> str:
+        data = {
+            "memberId": self.member_id,
+            "personalChallenges": [{"id": p.id, "title": p.title, "isSuccess": p.is_success} for p in self.personal],
+            "groupChallenges": [
+                {
+                    "id": g.id,
+                    "title": g.title,
+                    "startDate": g.start.isoformat(),
+                    "endDate": g.end.isoformat(),
+                    "submissions": [{"isSuccess": ok, "submittedAt": at.isoformat()} for ok, at in g.submissions],
+                }
+                for g in self.group
+            ],
+        }
+        return orjson.dumps(data).decode()
+
+    def signature(self) -> Hashable:
+        """What the feedback depends on: titles and outcomes, not ids or dates."""
+        return (
+            tuple((p.title, p.is_success) for p in self.personal),
+            tuple((g.title, g.successes, len(g.submissions)) for g in self.group),
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The user behind a week: where they live, how they work, and the season of the week."""
+
+    location: str
+    work_type: str
+    season: str | None
+
+    @property
+    def licence(self) -> Licence:
+        return Licence(location=self.location, work_type=self.work_type, season=self.season)
+
+
+def seasons_of(day: date, season_months: Mapping[str, Sequence[int]]) -> list[str]:
+    return [season for season, months in season_months.items() if day.month in months]
+
+
+def sample_week(
+    pools: Pools, rng: random.Random, allowed_for: Callable[[Licence], Sequence[PoolChallenge]] | None = None
+) -> tuple[Week, Profile]:
+    """A realistic week: 0-3 personal and 0-2 group challenges that fit one user, dates inside one week."""
+    shape = pools.week
+    monday = date.fromisoformat(shape.first_monday) + timedelta(weeks=rng.randrange(shape.weeks))
+    seasons = seasons_of(monday + timedelta(days=3), shape.season_months)
+    profile = Profile(
+        location=rng.choice(pools.locations),
+        work_type=rng.choice(pools.work_types),
+        season=rng.choice(seasons) if seasons else None,
+    )
+    # Challenges this user could have joined: their place, work and season; nothing presupposed.
+    challenges = (allowed_for or (lambda licence: user_challenges(pools, licence)))(profile.licence)
+    week_start = datetime(monday.year, monday.month, monday.day)
+    week_end = week_start + timedelta(days=6, hours=23, minutes=59, seconds=59)
+    n_personal = rng.randint(0, shape.max_personal)
+    n_group = rng.randint(0, shape.max_group)
+    if n_personal + n_group == 0 and rng.random() < 0.5:
+        # Empty weeks happen, but half as often as a uniform draw would make them.
+        n_personal = 1
+    titles = [c.title for c in rng.sample(list(challenges), min(len(challenges), n_personal + n_group))]
+    n_personal = min(n_personal, len(titles))
+    ids = rng.sample(range(1, 10000), len(titles))
+    personal = tuple(
+        PersonalEntry(id=ids[i], title=titles[i], is_success=rng.random() < 0.65) for i in range(n_personal)
+    )
+    group = tuple(
+        _sample_group(ids[i], titles[i], week_start, week_end, shape.max_submissions, rng)
+        for i in range(n_personal, len(titles))
+    )
+    return Week(member_id=rng.randint(1, shape.member_id_max), personal=personal, group=group), profile
+
+
+def user_challenges(pools: Pools, licence: Licence) -> tuple[PoolChallenge, ...]:
+    return tuple(c for c in pools.challenges if allowed(c, licence))
+
+
+def _sample_group(
+    challenge_id: int,
+    title: str,
+    week_start: datetime,
+    week_end: datetime,
+    max_submissions: int,
+    rng: random.Random,
+) -> GroupEntry:
+    start = week_start - timedelta(days=rng.randint(0, 14))
+    end = week_start + timedelta(days=rng.randint(3, 20), hours=23, minutes=59, seconds=59)
+    window_start, window_end = max(start, week_start), min(end, week_end)
+    window_seconds = int((window_end - window_start).total_seconds())
+    count = rng.choice([0, 0, *range(1, max_submissions + 1)])
+    times = sorted(window_start + timedelta(seconds=rng.randint(0, window_seconds)) for _ in range(count))
+    submissions = tuple((rng.random() < 0.85, at) for at in times)
+    return GroupEntry(id=challenge_id, title=title, start=start, end=end, submissions=submissions)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing the feedback must address."""
+
+    title: str
+    habit: bool
+    group_successes: int  # successful group submissions; 0 for a personal challenge
+
+
+def week_items(week: Week, habits: Mapping[str, bool]) -> dict[str, list[Item]]:
+    """Successes, failures and idle group challenges, in the order the record lists them."""
+    items: dict[str, list[Item]] = {"success": [], "failure": [], "idle": []}
+    for p in week.personal:
+        items["success" if p.is_success else "failure"].append(Item(p.title, habits.get(p.title, True), 0))
+    for g in week.group:
+        kind = "success" if g.successes else ("failure" if g.submissions else "idle")
+        items[kind].append(Item(g.title, habits.get(g.title, True), g.successes))
+    return items
+
+
+@dataclass(frozen=True)
+class Part:
+    """One sentence of the feedback in its possible wordings, most specific first."""
+
+    kind: str
+    options: tuple[tuple[str, str, bool], ...]  # (text, phrase source, names every item)
+
+
+@dataclass(frozen=True)
+class FeedbackPlan:
+    text: str
+    sources: list[str]
+    covered: dict[str, dict[str, int]]  # kind -> {"named": n, "aggregated": n}
+    layout: str
+
+
+def plan_feedback(
+    week: Week,
+    pools: Pools,
+    rng: random.Random,
+    layouts: Sequence[Template],
+    limit: int,
+    habits: Mapping[str, bool],
+) -> FeedbackPlan:
+    """Address every item of the week within ``limit`` characters, naming items while they fit."""
+    items = week_items(week, habits)
+    parts = [_part(kind, found, pools, rng) for kind, found in items.items() if found]
+    if not parts:
+        parts = [_single("empty", pools.feedback_phrases["empty_week"], rng, {})]
+    closing = _single("closing", pools.feedback_phrases["closing"], rng, {})
+    layout = layouts[rng.randrange(len(layouts))]
+    emoji = {kind: _emoji_pair(pools, MOODS.get(kind, "encourage"), rng) for kind in (*MOODS, "closing")}
+    wants_closing = len(parts) == 1 or rng.random() < 0.35
+    levels = [0] * len(parts)
+    while True:
+        chosen = [part.options[min(level, len(part.options) - 1)] for part, level in zip(parts, levels, strict=True)]
+        for with_closing in (True, False) if wants_closing else (False,):
+            sentences = [(part.kind, option[0]) for part, option in zip(parts, chosen, strict=True)]
+            if with_closing:
+                sentences.append(("closing", closing.options[0][0]))
+            text = _render(layout, sentences, emoji)
+            if len(nfc(text)) <= limit:
+                sources = [option[1] for option in chosen] + ([closing.options[0][1]] if with_closing else [])
+                return FeedbackPlan(text, sources, _coverage(items, parts, chosen), f"feedback/{layout.name}")
+        # Too long: the longest sentence that has a shorter wording gives way first.
+        shorter = [i for i, part in enumerate(parts) if levels[i] < len(part.options) - 1]
+        if not shorter:
+            break
+        levels[max(shorter, key=lambda i: len(chosen[i][0]))] += 1
+    # Still too long (very long titles): the most compact wordings, one emoji, no closing.
+    chosen = [min(part.options, key=lambda o: len(o[0])) for part in parts]
+    sentences = [(part.kind, option[0]) for part, option in zip(parts, chosen, strict=True)]
+    text = " ".join(s for _, s in sentences) + " " + emoji[parts[-1].kind][0]
+    return FeedbackPlan(text, [o[1] for o in chosen], _coverage(items, parts, chosen), "compact")
+
+
+def _part(kind: str, found: list[Item], pools: Pools, rng: random.Random) -> Part:
+    phrases = pools.feedback_phrases
+    prefix = {"success": "success", "failure": "failure", "idle": "idle"}[kind]
+    count_word = {"count_word": COUNT_WORDS[min(len(found), len(COUNT_WORDS) - 1)]}
+    options: list[tuple[str, str, bool]] = []
+    if len(found) == 1:
+        item = found[0]
+        if kind == "success" and item.group_successes:
+            pool = phrases["group_active"]
+        elif kind == "success":
+            pool = phrases["success_habit" if item.habit else "success_once"]
+        else:
+            pool = phrases[prefix]
+        options += _wordings(pool, rng, {"title": item.title, "count": item.group_successes}, names=True)
+    else:
+        if len(found) == 2:
+            pair = {"first": found[0].title, "second": found[1].title}
+            options += _wordings(phrases[f"{prefix}_pair"], rng, pair, names=True)
+        options += _wordings(phrases[f"{prefix}_many"], rng, count_word, names=False)
+    return Part(kind, tuple(options))
+
+
+def _wordings(
+    pool: Sequence[Phrase], rng: random.Random, slots: dict[str, Any], names: bool
+) -> list[tuple[str, str, bool]]:
+    """A random wording first, then the shortest one as the fallback when the first does not fit."""
+    first = pool[rng.randrange(len(pool))]
+    rendered = [(render_phrase(first.text, **slots), str(first.source), names)]
+    shortest = min(pool, key=lambda p: len(render_phrase(p.text, **slots)))
+    if shortest is not first:
+        rendered.append((render_phrase(shortest.text, **slots), str(shortest.source), names))
+    return rendered
+
+
+def _single(kind: str, pool: Sequence[Phrase], rng: random.Random, slots: dict[str, Any]) -> Part:
+    phrase = pool[rng.randrange(len(pool))]
+    return Part(kind, ((render_phrase(phrase.text, **slots), str(phrase.source), True),))
+
+
+def _emoji_pair(pools: Pools, mood: str, rng: random.Random) -> tuple[str, str]:
+    choices = pools.feedback_emoji[mood]
+    first = choices[rng.randrange(len(choices))]
+    others = [e for e in choices if e != first] or list(choices)
+    return first, others[rng.randrange(len(others))]
+
+
+def _render(layout: Template, sentences: Sequence[tuple[str, str]], emoji: Mapping[str, tuple[str, str]]) -> str:
+    values = [{"text": text, "emoji": emoji[kind][0], "emoji2": emoji[kind][1]} for kind, text in sentences]
+    return layout.render(sentences=values)
+
+
+def _coverage(
+    items: Mapping[str, list[Item]], parts: Sequence[Part], chosen: Sequence[tuple[str, str, bool]]
+) -> dict[str, dict[str, int]]:
+    covered: dict[str, dict[str, int]] = {}
+    for part, option in zip(parts, chosen, strict=True):
+        if part.kind in items:
+            n = len(items[part.kind])
+            covered[part.kind] = {"named": n if option[2] else 0, "aggregated": 0 if option[2] else n}
+    return covered

@@ -1,0 +1,174 @@
+"""Free-text requests: composed from facets through many surface forms, or taken from the hand-written set.
+
+A composed request states one to three facets (a need such as 더위 or 아이, maybe a second one, maybe a topic)
+and is only composed when the pools hold enough challenges that meet all of them under the hard rules, so
+every request the dataset answers can be answered well. The surface is a frame (반말 or 존댓말) whose slots
+take a reason clause (``요즘 너무 더워서``), a modifier (``집에서 할 수 있는``) and a topic noun.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from jinja2 import meta
+
+from ..pools import TOPIC_GROUP, Facet, MessageItem, Phrase, Pools
+from ..templates import environment, render_phrase
+from .selection import Licence, allowed, licence_for, meets
+
+SPEECH_LEVELS = ("banmal", "jondaemal")
+# Draws of a second facet or topic before the request goes without it.
+COMPOSE_TRIES = 6
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a user typed and the facets it states (the first is the main one)."""
+
+    text: str
+    facets: tuple[Facet, ...]
+    question: bool
+    origin: str  # "composed", or the hand-written message's file:line
+    sources: tuple[str, ...]  # the pool phrases the text was built from
+
+    @property
+    def licence(self) -> Licence:
+        return licence_for(self.facets)
+
+
+Deal = Callable[[str, Callable[[], Sequence[object]]], object]
+
+
+class FitIndex:
+    """How many challenges can answer a set of facets; bitmasks keep the count cheap at any pool size."""
+
+    def __init__(self, pools: Pools) -> None:
+        self.pools = pools
+        self._meets = {f.key: _mask(pools, lambda c, f=f: meets(c, f)) for f in pools.facets}
+        self._allowed: dict[Licence, int] = {}
+
+    def allowed_mask(self, licence: Licence) -> int:
+        if licence not in self._allowed:
+            self._allowed[licence] = _mask(self.pools, lambda c: allowed(c, licence))
+        return self._allowed[licence]
+
+    def count(self, facets: Sequence[Facet]) -> int:
+        """Challenges allowed by the facets' licence that meet every one of them."""
+        mask = self.allowed_mask(licence_for(facets))
+        for facet in facets:
+            mask &= self._meets[facet.key]
+        return mask.bit_count()
+
+
+def _mask(pools: Pools, test: Callable[..., bool]) -> int:
+    return sum(1 << i for i, challenge in enumerate(pools.challenges) if test(challenge))
+
+
+def from_message(message: MessageItem, pools: Pools) -> Request:
+    facets = tuple(pools.facet(key) for key in message.facets)
+    return Request(message.text, facets, message.question, str(message.source), (str(message.source),))
+
+
+@dataclass
+class Composer:
+    """Composes requests; every draw goes through the sampler's ``rng`` and decks."""
+
+    pools: Pools
+    rng: random.Random
+    deal: Deal
+    fit: FitIndex
+    needed: int = 3
+
+    def draw(self) -> Request:
+        shape = self.pools.request_shape
+        if self.rng.random() < shape.question_share:
+            return self._question()
+        main = self._main_facet()
+        facets = [main]
+        if main.group != TOPIC_GROUP and self.rng.random() < shape.second_facet_share:
+            facets = self._add(facets, "facet:second", lambda f: f.group not in {x.group for x in facets})
+        if main.group != TOPIC_GROUP and self.rng.random() < shape.topic_share:
+            facets = self._add(facets, "facet:topic", lambda f: f.group == TOPIC_GROUP)
+        return self._render(facets)
+
+    def _main_facet(self) -> Facet:
+        facet: Facet = self.deal("facet:main", self._feasible_mains)  # type: ignore[assignment]
+        return facet
+
+    def _feasible_mains(self) -> tuple[Facet, ...]:
+        """Facets that can be said and have enough fitting challenges on their own."""
+        return tuple(
+            f
+            for f in self.pools.facets
+            if (f.reason or f.want or f.group == TOPIC_GROUP) and self.fit.count([f]) >= self.needed
+        )
+
+    def _add(self, facets: list[Facet], deck: str, fits: Callable[[Facet], bool]) -> list[Facet]:
+        for _ in range(COMPOSE_TRIES):
+            candidate: Facet = self.deal(deck, lambda: self.pools.facets)  # type: ignore[assignment]
+            if fits(candidate) and candidate not in facets and self.fit.count([*facets, candidate]) >= self.needed:
+                return [*facets, candidate]
+        return facets
+
+    def _question(self) -> Request:
+        topics = [f for f in self.pools.facets if f.group == TOPIC_GROUP and self.pools.about.get(f.category or "")]
+        facet: Facet = self.deal("question:topic", lambda: topics)  # type: ignore[assignment]
+        level = self.rng.choice(SPEECH_LEVELS)
+        frame: Phrase = self.deal(f"frame:question_{level}", lambda: self.pools.frames[f"question_{level}"])  # type: ignore[assignment]
+        text = render_phrase(frame.text, name=facet.key)
+        return Request(text, (facet,), True, "composed", (str(frame.source),))
+
+    def _render(self, facets: list[Facet]) -> Request:
+        level = self.rng.choice(SPEECH_LEVELS)
+        needs = [f for f in facets if f.group != TOPIC_GROUP]
+        topic_facet = next((f for f in facets if f.group == TOPIC_GROUP), None)
+        roles = self._roles(needs)
+        if roles is None:  # two needs that cannot share one sentence: keep the main one
+            facets = [f for f in facets if f is needs[0] or f.group == TOPIC_GROUP]
+            needs = needs[:1]
+            roles = self._roles(needs) or {}
+        frames = _frames_with(self.pools, level, frozenset({*roles, "topic"}))
+        frame: Phrase = self.deal(f"frame:{level}:{sorted(roles)}", lambda: frames)  # type: ignore[assignment]
+        values = {role: phrase.text for role, phrase in roles.items()}
+        if topic_facet is not None:
+            topics = self.pools.category_topics[topic_facet.category or ""]
+            topic: Phrase = self.deal(f"topic:{topic_facet.key}", lambda: topics)  # type: ignore[assignment]
+        else:
+            topic = self.deal("topic:generic", lambda: self.pools.topics)  # type: ignore[assignment]
+        values["topic"] = topic.text
+        text = render_phrase(frame.text, **values)
+        sources = (str(frame.source), *(str(p.source) for p in roles.values()), str(topic.source))
+        return Request(text, tuple(facets), False, "composed", sources)
+
+    def _roles(self, needs: Sequence[Facet]) -> dict[str, Phrase] | None:
+        """Say each need once: one as the reason clause, the other as the modifier."""
+        if not needs:
+            return {}
+        if len(needs) == 1:
+            forms = [role for role in ("reason", "want") if getattr(needs[0], role)]
+            role = self.rng.choice(forms)
+            return {role: self._phrase(needs[0], role)}
+        first, second = needs
+        orders = [("reason", "want"), ("want", "reason")]
+        self.rng.shuffle(orders)
+        for a, b in orders:
+            if getattr(first, a) and getattr(second, b):
+                return {a: self._phrase(first, a), b: self._phrase(second, b)}
+        return None
+
+    def _phrase(self, facet: Facet, role: str) -> Phrase:
+        phrase: Phrase = self.deal(f"{role}:{facet.key}", lambda: getattr(facet, role))  # type: ignore[assignment]
+        return phrase
+
+
+def _frames_with(pools: Pools, level: str, slots: frozenset[str]) -> tuple[Phrase, ...]:
+    found = tuple(p for p in pools.frames[level] if frame_slots(p.text) == slots)
+    if not found:
+        raise ValueError(f"requests.toml: no {level} frame uses exactly the slots {sorted(slots)}")
+    return found
+
+
+def frame_slots(text: str) -> frozenset[str]:
+    return frozenset(meta.find_undeclared_variables(environment().parse(text)))

@@ -1,0 +1,336 @@
+"""Turn pools into candidate records, driven by one explicit ``random.Random``.
+
+Samplers never touch the global ``random`` module and never iterate over sets, so the same pools,
+templates, seed and options give the same candidates on any machine and any ``PYTHONHASHSEED``.
+Balanced choices (which input, which sentence, which instruction) are dealt from shuffled decks, so no
+phrase dominates by chance; which challenges answer an input is decided in :mod:`.selection`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from itertools import product
+from math import comb, perm
+from typing import Any, Generic, TypeVar
+
+from ..formats import format_recommendation
+from ..models import Challenge, Recommendation, Task
+from ..pools import Phrase, PoolChallenge, Pools
+from ..templates import Template, Templates, render_phrase
+from ..text import FEEDBACK_LIMIT
+from .feedback import plan_feedback, sample_week
+from .requests import Composer, FitIndex, Request, frame_slots, from_message
+from .selection import (
+    Licence,
+    LineUsage,
+    Pick,
+    allowed,
+    base_info_reasons,
+    base_info_sentence_reason,
+    choose,
+    choose_base_info,
+    meets,
+    request_score,
+)
+
+T = TypeVar("T")
+# No single challenge line may take more than this share of the recommendation lines.
+DEFAULT_MAX_LINE_SHARE = 0.004
+# Share of base-info answers with two picks bound to the location or work type (when there are two).
+SPECIFIC_TWO_SHARE = 0.35
+
+
+class Deck(Generic[T]):
+    """Deal items in shuffled rounds: every item appears once per round, in a seeded order."""
+
+    def __init__(self, items: Sequence[T], rng: random.Random) -> None:
+        if not items:
+            raise ValueError("cannot deal from an empty pool")
+        self._items = list(items)
+        self._rng = rng
+        self._hand: list[T] = []
+
+    def deal(self) -> T:
+        if not self._hand:
+            self._hand = list(self._items)
+            self._rng.shuffle(self._hand)
+        return self._hand.pop()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A rendered record before the checks, with what made it (for the metadata sidecar)."""
+
+    task: Task
+    instruction: str
+    input: str
+    output: str
+    key: Hashable  # two candidates with the same key count as the same record
+    meta: dict[str, Any]
+
+    def model_record(self) -> dict[str, str]:
+        return {"instruction": self.instruction, "input": self.input, "output": self.output}
+
+
+@dataclass
+class Sampler:
+    """Holds the decks that keep choices balanced; every draw goes through ``rng``."""
+
+    pools: Pools
+    templates: Templates
+    rng: random.Random
+    challenges_per_output: int = 3
+    feedback_limit: int = FEEDBACK_LIMIT
+    max_line_share: float = DEFAULT_MAX_LINE_SHARE
+    _decks: dict[str, Deck[Any]] = field(default_factory=dict)
+    _allowed: dict[Licence, list[PoolChallenge]] = field(default_factory=dict)
+    _usage: LineUsage | None = None
+    _composer: Composer | None = None
+
+    @property
+    def usage(self) -> LineUsage:
+        if self._usage is None:
+            self._usage = LineUsage(self.max_line_share)
+        return self._usage
+
+    @property
+    def composer(self) -> Composer:
+        if self._composer is None:
+            self._composer = Composer(self.pools, self.rng, self.deal, FitIndex(self.pools), self.challenges_per_output)
+        return self._composer
+
+    def deck(self, name: str, items: Callable[[], Sequence[Any]]) -> Deck[Any]:
+        """The named deck, built from ``items()`` the first time it is asked for."""
+        if name not in self._decks:
+            self._decks[name] = Deck(items(), self.rng)
+        return self._decks[name]
+
+    def deal(self, name: str, items: Callable[[], Sequence[Any]]) -> Any:
+        return self.deck(name, items).deal()
+
+    def allowed(self, licence: Licence) -> list[PoolChallenge]:
+        """Challenges the hard rules allow for ``licence``, in pool order (computed once per licence)."""
+        if licence not in self._allowed:
+            self._allowed[licence] = [c for c in self.pools.challenges if allowed(c, licence)]
+        return self._allowed[licence]
+
+    def draw(self, task: Task) -> Candidate:
+        if task == "base_info":
+            return self.draw_base_info()
+        if task == "free_text":
+            return self.draw_free_text()
+        return self.draw_feedback()
+
+    def _instruction(self, task: Task) -> Phrase:
+        phrase: Phrase = self.deal(f"instruction:{task}", lambda: self.pools.instructions[task])
+        return phrase
+
+    def _picks(
+        self, chosen: Sequence[PoolChallenge], reasons: Callable[[PoolChallenge], tuple[str, ...]]
+    ) -> list[Pick]:
+        picks = [Pick(c, self.usage.least_used(c, self.rng)[0], reasons(c)) for c in chosen]
+        self.usage.add(picks)
+        return picks
+
+    def _recommendation(self, recommend: str, picks: Sequence[Pick]) -> str:
+        challenges = [Challenge(title=p.challenge.title, description=p.description) for p in picks]
+        return format_recommendation(Recommendation(recommend=recommend, challenges=challenges))
+
+    def draw_base_info(self) -> Candidate:
+        pools = self.pools
+        triples = self.deck("base_info:input", lambda: base_info_inputs(pools, self.challenges_per_output))
+        location, work_type, category = triples.deal()
+        name = pools.category_name(category)
+        licence = Licence(location=location, work_type=work_type, category=category)
+        chosen = choose_base_info(
+            self.allowed(licence), self.challenges_per_output, self.rng, self.usage, SPECIFIC_TWO_SHARE
+        )
+        picks = self._picks(chosen, base_info_reasons)
+        reason = base_info_sentence_reason(picks)
+        sentence: Phrase = self.deal(f"base_info:sentence:{reason}", lambda: pools.base_info_sentences[reason])
+        recommend = render_phrase(sentence.text, location=location, work_type=work_type, category=name)
+        instruction = self._instruction("base_info")
+        input_text = self.templates.base_info_input.render(location=location, work_type=work_type, category=name)
+        return Candidate(
+            task="base_info",
+            instruction=instruction.text,
+            input=input_text,
+            output=self._recommendation(recommend, picks),
+            key=("base_info", input_text, frozenset(p.challenge.title for p in picks)),
+            meta={
+                "task": "base_info",
+                "location": location,
+                "work_type": work_type,
+                "category": category,
+                "template": self.templates.base_info_input.name,
+                "instruction": str(instruction.source),
+                "recommend": str(sentence.source),
+                "recommend_reason": reason,
+                "challenges": [str(p.challenge.source) for p in picks],
+                "why": [list(p.reasons) for p in picks],
+            },
+        )
+
+    def draw_free_text(self) -> Candidate:
+        pools = self.pools
+        if pools.messages and self.rng.random() < pools.request_shape.handwritten_share:
+            request = from_message(self.deal("free_text:message", lambda: pools.messages), pools)
+        else:
+            request = self.composer.draw()
+        facets = request.facets
+        score = request_score(facets) if facets else (lambda c: ())
+        chosen = choose(self.allowed(request.licence), score, self.challenges_per_output, self.rng, self.usage)
+        picks = self._picks(chosen, lambda c: tuple(f.key for f in facets if meets(c, f)))
+        recommend, recommend_source, reply_kind = self._reply(request, picks)
+        instruction = self._instruction("free_text")
+        input_text = self.templates.free_text_input.render(message=request.text)
+        main = facets[0].key if facets else None
+        return Candidate(
+            task="free_text",
+            instruction=instruction.text,
+            input=input_text,
+            output=self._recommendation(recommend, picks),
+            key=("free_text", input_text, frozenset(p.challenge.title for p in picks)),
+            meta={
+                "task": "free_text",
+                "request": {
+                    "origin": request.origin,
+                    "facets": [f.key for f in facets],
+                    "main": main,
+                    "question": request.question,
+                },
+                "template": self.templates.free_text_input.name,
+                "instruction": str(instruction.source),
+                "recommend": recommend_source,
+                "recommend_reason": reply_kind,
+                "phrases": list(request.sources),
+                "challenges": [str(p.challenge.source) for p in picks],
+                "why": [list(p.reasons) for p in picks],
+                "main_met": [main in p.reasons for p in picks] if main else [],
+            },
+        )
+
+    def _reply(self, request: Request, picks: Sequence[Pick]) -> tuple[str, str, str]:
+        """The first line, its source and kind: an answer to a question ("question"), a reply to the main
+        facet that every pick meets ("facet"), or a reply that claims nothing about the message ("general")."""
+        pools = self.pools
+        main = request.facets[0] if request.facets else None
+        if request.question and main is not None and main.category and pools.about.get(main.category):
+            about: Phrase = self.deal(f"about:{main.category}", lambda: pools.about[main.category or ""])
+            lead: Phrase = self.deal("reply:question", lambda: pools.free_text_replies["question"])
+            return f"{about.text} {render_phrase(lead.text)}", f"{about.source} + {lead.source}", "question"
+        if main is not None and all(main.key in p.reasons for p in picks):
+            phrases = pools.replies_for(main)
+            if phrases:
+                phrase: Phrase = self.deal(f"reply:{main.key}", lambda: phrases)
+                name = pools.category_name(main.category) if main.category else ""
+                return render_phrase(phrase.text, category=name), str(phrase.source), "facet"
+        general: Phrase = self.deal("reply:general", lambda: pools.free_text_replies["general"])
+        return render_phrase(general.text), str(general.source), "general"
+
+    def draw_feedback(self) -> Candidate:
+        pools = self.pools
+        week, profile = sample_week(pools, self.rng, self.allowed)
+        layouts: Sequence[Template] = self.templates.feedback_layouts
+        habits = {c.title: c.habit for c in pools.challenges}
+        plan = plan_feedback(week, pools, self.rng, layouts, self.feedback_limit, habits)
+        instruction = self._instruction("feedback")
+        return Candidate(
+            task="feedback",
+            instruction=instruction.text,
+            input=week.to_json(),
+            output=plan.text,
+            key=("feedback", week.signature(), plan.text),
+            meta={
+                "task": "feedback",
+                "location": profile.location,
+                "work_type": profile.work_type,
+                "season": profile.season,
+                "personal": len(week.personal),
+                "group": len(week.group),
+                "covered": plan.covered,
+                "template": plan.layout,
+                "instruction": str(instruction.source),
+                "phrases": plan.sources,
+            },
+        )
+
+
+def base_info_inputs(pools: Pools, needed: int) -> list[tuple[str, str, str]]:
+    """Every (location, work type, category) with enough fitting challenges, in pool order."""
+    return [
+        (location, work_type, category.key)
+        for location, work_type, category in product(pools.locations, pools.work_types, pools.categories)
+        if len(pools.challenges_for(category.key, location, work_type)) >= needed
+    ]
+
+
+# ---------------------------------------------------------------- capacity
+
+
+def capacity(pools: Pools, task: Task, challenges_per_output: int = 3) -> int:
+    """How many distinct records (by candidate key) the pools can produce for ``task``.
+
+    For free text this is a lower bound: it counts the hand-written messages and the requests of one
+    facet, not the combinations of two facets and a topic.
+    """
+    n = challenges_per_output
+    if task == "base_info":
+        return sum(_base_info_sets(pools, *triple, n) for triple in base_info_inputs(pools, n))
+    if task == "free_text":
+        return _free_text_capacity(pools, n)
+    shape = pools.week
+    titles = len(pools.challenges)
+    submission_states = (shape.max_submissions + 1) * (shape.max_submissions + 2) // 2
+    total = 0
+    for n_personal in range(shape.max_personal + 1):
+        for n_group in range(shape.max_group + 1):
+            if n_personal + n_group <= titles:
+                total += perm(titles, n_personal + n_group) * 2**n_personal * submission_states**n_group
+    return total
+
+
+def _base_info_sets(pools: Pools, location: str, work_type: str, category: str, n: int) -> int:
+    """Distinct pick sets :func:`choose_base_info` can return: one or two specific picks, the rest general."""
+    candidates = pools.challenges_for(category, location, work_type)
+    specific = sum(1 for c in candidates if c.places or c.work_types)
+    general = len(candidates) - specific
+    if not specific:
+        return comb(general, n)
+    return sum(comb(specific, k) * comb(general, n - k) for k in (1, 2) if k <= n)
+
+
+def _free_text_capacity(pools: Pools, n: int) -> int:
+    fit = FitIndex(pools)
+    handwritten = sum(
+        comb(len([c for c in pools.challenges if allowed(c, from_message(m, pools).licence)]), n)
+        for m in pools.messages
+    )
+    composed = 0
+    for facet in pools.facets:
+        fitting = fit.count([facet])
+        if fitting < n:
+            continue
+        surfaces = 0
+        for role in ("reason", "want"):
+            phrases = getattr(facet, role)
+            if phrases:
+                frames = sum(
+                    frame_slots(p.text) == {role, "topic"}
+                    for level in ("banmal", "jondaemal")
+                    for p in pools.frames[level]
+                )
+                surfaces += len(phrases) * frames * len(pools.topics)
+        composed += surfaces * comb(fitting, n)
+    return handwritten + composed
+
+
+def pool_to_grow(pools: Pools, task: Task) -> str:
+    """Which pool file a user should grow when ``task`` runs out of distinct records."""
+    return {
+        "base_info": "pools/challenges/*.toml (more challenges per category that fit each location and work type)",
+        "free_text": "pools/requests.toml (more facets and wordings) or pools/challenges/*.toml (more challenges)",
+        "feedback": "pools/challenges/*.toml (more titles) and pools/feedback.toml (more phrases)",
+    }[task]
