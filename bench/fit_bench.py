@@ -93,8 +93,8 @@ BEACH = (
 )
 # Needs a mountain: hiking, mountain paths, valleys (not 산책/생산/계산/우산/부산/산소, nor 산 "bought" as in "시장에서 산 미역").
 MOUNTAIN = (
-    rf"등산|하산|산행|산길|산속|산골|산자락|산기슭|산 ?정상|뒷산|앞산|약수터|계곡|휴양림|산림욕|산나물|{WS}산(?:에서|으로|에|을|이나|이|과|마다"
-    rf"| 아래| 입구| 근처| 위){END}"
+    rf"등산|하산|산행|산길|산속|산골|산자락|산기슭|산 ?정상|뒷산|앞산|약수터|계곡|휴양림|산림욕|산나물"
+    rf"|{WS}산(?:(?:에서|으로|에|을|이나|이|과|마다){END}| 아래| 입구| 근처| 위{END})"
 )
 # Needs a subway or transport that only cities have.
 SUBWAY = rf"지하철|전철|도시철도|경전철|광역버스|따릉이|공유 ?자전거|공유 ?킥보드|전동 ?킥보드|{WS}환승"
@@ -105,7 +105,7 @@ PLACE_NEEDS: dict[str, str] = {"beach": BEACH, "mountain": MOUNTAIN, "subway": S
 PLACE_LICENSE: dict[str, str] = {
     "beach": rf"{BEACH}|바다|휴가|여행|피서|놀러",
     "mountain": rf"{MOUNTAIN}|캠핑|휴가|여행|피서|놀러",
-    "subway": rf"{SUBWAY}|대중교통|버스|도시|서울|출퇴근|출근|퇴근|통근",
+    "subway": rf"{SUBWAY}|대중교통|버스|도시|도심|서울|출퇴근|출근|퇴근|통근",
     "commute": rf"{COMMUTE}|퇴근|타고 다니|회사|직장|사무실|일터|직장인|회사원|동료|상사|팀원|회의|야근",
 }
 # A message that says it works from home (then commute lines misfit even if work is mentioned).

@@ -23,13 +23,15 @@ from .checks.record import RecordChecker
 from .checks.spacing import SpacingChecker
 from .errors import CapacityError, ConfigError, KochallengeError
 from .generate import Candidate, Sampler, capacity, pool_to_grow
+from .generate.sampler import DEFAULT_MAX_LINE_SHARE
 from .models import TASKS, Finding, Record, Task
 from .pools import Pools, load_pools
 from .spacing_allowlist import load_allowlist
 from .templates import Templates, load_templates
 from .writer import dataset_bytes, json_bytes, jsonl_bytes, sha256_bytes, sha256_file, sidecar, write_atomic
 
-SCHEMA_VERSION = 2
+# 3: the metadata sidecar records request facets and why each pick was chosen.
+SCHEMA_VERSION = 3
 BATCH = 512
 CAPACITY_SHOWN_MAX = 10**15
 # Consecutive draws that only repeat earlier records before a task counts as exhausted.
@@ -59,6 +61,8 @@ class BuildConfig(BaseModel):
     check_spacing: bool = True
     diversity: bool = True
     max_reject_share: float = Field(default=0.25, ge=0.0, le=10.0)
+    # No single challenge line may take more of the recommendation lines than this, while others fit as well.
+    max_line_share: float = Field(default=DEFAULT_MAX_LINE_SHARE, gt=0.0, le=1.0)
 
     @field_validator("mix")
     @classmethod
@@ -128,7 +132,7 @@ def build_dataset(config: BuildConfig, progress: ProgressFn | None = None) -> Bu
                 f"{capacities[task]}; grow {pool_to_grow(pools, task)}, or lower --size or this task's --mix weight"
             )
     rng = random.Random(config.seed)
-    sampler = Sampler(pools, templates, rng, config.challenges_per_output, config.feedback_limit)
+    sampler = Sampler(pools, templates, rng, config.challenges_per_output, config.feedback_limit, config.max_line_share)
     order: list[Task] = [t for t in TASKS for _ in range(counts[t])]
     rng.shuffle(order)
     checker = RecordChecker(

@@ -91,32 +91,20 @@ def collect_texts(pools: Pools) -> list[_Text]:
 
 
 def _request_renderings(pools: Pools) -> list[tuple[Source, str]]:
-    """Every frame, reason, modifier and topic of requests.toml, each in at least one full request."""
-    found: list[tuple[Source, str]] = []
-    topics = [p.text for p in pools.topics]
+    """Every frame, reason, modifier and topic of requests.toml, each rendered in the frames that use it."""
+    first = {role: next((p.text for f in pools.facets for p in getattr(f, role)), "") for role in ("reason", "want")}
     category_topics = [p for group in pools.category_topics.values() for p in group]
+    found: list[tuple[Source, str]] = []
     for level in ("banmal", "jondaemal"):
         for frame in pools.frames[level]:
-            slots = frame_slots(frame.text)
-            for facet in pools.facets:
-                if not all(getattr(facet, role) for role in slots - {"topic"}):
-                    continue
-                values = {role: getattr(facet, role)[0].text for role in slots - {"topic"}}
-                found.append((frame.source, render_phrase(frame.text, topic=topics[0], **values)))
-                break
-            for role in slots - {"topic"}:
-                for facet in pools.facets:
-                    for phrase in getattr(facet, role):
-                        others = {r: getattr(facet, r)[0].text for r in slots - {"topic", role} if getattr(facet, r)}
-                        if len(others) == len(slots) - 2:
-                            found.append(
-                                (
-                                    phrase.source,
-                                    render_phrase(frame.text, topic=topics[0], **{role: phrase.text}, **others),
-                                )
-                            )
-            if slots == {"topic"}:
-                found += [(t.source, render_phrase(frame.text, topic=t.text)) for t in category_topics]
+            roles = frame_slots(frame.text) - {"topic"}
+            base = {role: first[role] for role in roles}
+            for topic in pools.topics if roles else category_topics:
+                found.append((frame.source, render_phrase(frame.text, **base, topic=topic.text)))
+            for role in roles:
+                for phrase in (p for facet in pools.facets for p in getattr(facet, role)):
+                    values = {**base, role: phrase.text}
+                    found.append((phrase.source, render_phrase(frame.text, **values, topic=pools.topics[0].text)))
     for level in ("question_banmal", "question_jondaemal"):
         for frame in pools.frames[level]:
             found += [(frame.source, render_phrase(frame.text, name=c.name)) for c in pools.categories]

@@ -152,6 +152,7 @@ class FacetEntry(_Strict):
     location: str | None = None
     work_type: str | None = None
     needs: list[str] = Field(default_factory=list)
+    commutes: bool = False  # the user goes to work (licenses commute challenges)
     # A challenge meets the facet when every field of one condition shares a value with the challenge.
     match: list[dict[str, list[str]]] = Field(min_length=1)
     reason: list[str] = Field(default_factory=list)
@@ -290,6 +291,7 @@ class Facet:
     location: str | None
     work_type: str | None
     needs: tuple[str, ...]
+    commutes: bool
     category: str | None
     reason: tuple[Phrase, ...]
     want: tuple[Phrase, ...]
@@ -593,7 +595,7 @@ def _load_facets(path: Path, requests: RequestsFile, domain: DomainFile, root: P
         source = _source(path, f'key = "{entry.key}"', root)
         for field_name in (name for condition in entry.match for name in condition):
             _check_member(
-                field_name, MATCH_FIELDS, path, "match field", source, declared_in="the list of challenge fields"
+                field_name.removeprefix("not_"), MATCH_FIELDS, path, "match field", source, "the challenge fields"
             )
         if entry.season:
             _check_member(entry.season, vocabulary.seasons, path, "season", source)
@@ -615,6 +617,7 @@ def _load_facets(path: Path, requests: RequestsFile, domain: DomainFile, root: P
                 location=entry.location,
                 work_type=entry.work_type,
                 needs=tuple(entry.needs),
+                commutes=entry.commutes,
                 category=None,
                 reason=_phrases(path, entry.reason, frozenset(), root),
                 want=_phrases(path, entry.want, frozenset(), root),
@@ -632,6 +635,7 @@ def _load_facets(path: Path, requests: RequestsFile, domain: DomainFile, root: P
                 location=None,
                 work_type=None,
                 needs=(),
+                commutes=False,
                 category=category.key,
                 reason=(),
                 want=(),

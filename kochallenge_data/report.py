@@ -85,6 +85,59 @@ def _triple(text: str) -> dict[str, str]:
     return {"location": location, "work_type": work_type, "category": category}
 
 
+def fit_table(source: Source) -> dict[str, Any] | None:
+    """Why the picks are there, from the build's metadata sidecar: how often they meet what the input asked.
+
+    base_info: records with a pick bound to the user's location or work type, and recommend sentences that
+    name only what their picks show. free_text: picks that meet the request's main facet, and first lines that
+    reply to that facet. feedback: weeks whose failures and idle group challenges are all addressed.
+    """
+    if source.meta is None:
+        return None
+    rows: dict[str, Any] = {}
+    by_task: dict[str, list[Mapping[str, Any]]] = {}
+    for meta, task in zip(source.meta, source.tasks, strict=True):
+        by_task.setdefault(task, []).append(meta)
+    base = by_task.get("base_info", [])
+    if base:
+        specific = sum(any(set(why) & {"location", "work_type"} for why in m.get("why", [])) for m in base)
+        reasons = Counter(str(m.get("recommend_reason")) for m in base)
+        rows["base_info"] = {
+            "records": len(base),
+            "with_location_or_work_pick": _share(specific, len(base)),
+            "recommend_reason": dict(sorted(reasons.items())),
+        }
+    free = by_task.get("free_text", [])
+    if free:
+        picks = [met for m in free for met in m.get("main_met", [])]
+        with_main = [m for m in free if m.get("main_met")]
+        replies = Counter(str(m.get("recommend_reason")) for m in free)
+        rows["free_text"] = {
+            "records": len(free),
+            "picks_meeting_main_facet": _share(sum(picks), len(picks)),
+            "records_all_picks_meet_main_facet": _share(sum(all(m["main_met"]) for m in with_main), len(with_main)),
+            "records_without_a_facet": len(free) - len(with_main),
+            "reply": dict(sorted(replies.items())),
+        }
+    weeks = by_task.get("feedback", [])
+    if weeks:
+        owed = [m for m in weeks if any(k in m.get("covered", {}) for k in ("failure", "idle"))]
+        rows["feedback"] = {
+            "records": len(weeks),
+            "weeks_with_failures_or_idle_groups": len(owed),
+            "all_addressed": _share(sum(_all_addressed(m["covered"]) for m in owed), len(owed)),
+        }
+    return rows
+
+
+def _all_addressed(covered: Mapping[str, Mapping[str, int]]) -> bool:
+    return all(sum(counts.values()) > 0 for counts in covered.values())
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
 def character_lengths(source: Source) -> dict[str, dict[str, dict[str, float]]]:
     """Length distributions in NFC code points (the unit the service counts), per task and field."""
     return {
@@ -153,6 +206,7 @@ def dataset_figures(
         "size_category": size_category(len(source.records)),
         "per_task": task_counts(source),
         "base_info_balance": base_info_balance(source),
+        "fit": fit_table(source),
         "characters": character_lengths(source),
         "emoji": emoji_frequencies(source),
         "validation": validation_summary(source),
@@ -235,6 +289,7 @@ def card_body(figures: Mapping[str, Any], plots: PlotOutcome) -> str:
         ),
         "",
         *_balance_section(figures["base_info_balance"]),
+        *_fit_section(figures.get("fit")),
         "## Length distribution",
         "",
         "Characters are NFC code points, the unit the service counts.",
@@ -270,6 +325,43 @@ def _balance_section(balance: Mapping[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _fit_section(fit: Mapping[str, Any] | None) -> list[str]:
+    if not fit:
+        return []
+    rows = []
+    if "base_info" in fit:
+        b = fit["base_info"]
+        rows.append(
+            (
+                "base_info",
+                "records with a pick bound to the location or work type",
+                f"{b['with_location_or_work_pick']:.1%}",
+            )
+        )
+        rows += [("base_info", f"recommend sentence claims: {k}", n) for k, n in b["recommend_reason"].items()]
+    if "free_text" in fit:
+        f = fit["free_text"]
+        rows.append(("free_text", "picks meeting the request's main facet", f"{f['picks_meeting_main_facet']:.1%}"))
+        rows.append(
+            ("free_text", "records whose three picks all meet it", f"{f['records_all_picks_meet_main_facet']:.1%}")
+        )
+        rows.append(("free_text", "records whose message states no facet", f["records_without_a_facet"]))
+        rows += [("free_text", f"first line: {k}", n) for k, n in f["reply"].items()]
+    if "feedback" in fit:
+        w = fit["feedback"]
+        rows.append(("feedback", "weeks with a failure or an idle group", w["weeks_with_failures_or_idle_groups"]))
+        rows.append(("feedback", "of those, every one addressed", f"{w['all_addressed']:.1%}"))
+    return [
+        "## Fit",
+        "",
+        "From the build's metadata sidecar: why each pick is there. A first line of kind `facet` replies to the "
+        "request's main facet and is used only when all three picks meet it.",
+        "",
+        _table(("task", "measure", "value"), rows),
+        "",
+    ]
 
 
 def _token_section(tokens: Mapping[str, Any] | None) -> list[str]:

@@ -15,9 +15,15 @@ SPECIALS = ("<unk>", "<s>", "</s>")
 
 
 def corpus_lines(texts: Iterable[str], leave_out: Sequence[str] = ()) -> list[str]:
-    """Training lines (SentencePiece reads one sentence per line) with ``leave_out`` characters removed."""
+    """Training lines (SentencePiece reads one sentence per line) with ``leave_out`` characters removed.
+
+    The audit's own newline probe ("첫 줄 / 둘째 줄") is always in the corpus, so a newline test sees only what the
+    tokenizer does to the line break, whatever syllables the built dataset happens to use.
+    """
+    from kochallenge_data.audit import NEWLINE_SAMPLE
+
     lines = []
-    for text in texts:
+    for text in [*texts, NEWLINE_SAMPLE]:
         for line in text.split("\n"):
             for char in leave_out:
                 line = line.replace(char, "")

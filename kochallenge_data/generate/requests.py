@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from jinja2 import meta
 
@@ -129,8 +130,8 @@ class Composer:
             facets = [f for f in facets if f is needs[0] or f.group == TOPIC_GROUP]
             needs = needs[:1]
             roles = self._roles(needs) or {}
-        frames = _frames_with(self.pools, level, frozenset({*roles, "topic"}))
-        frame: Phrase = self.deal(f"frame:{level}:{sorted(roles)}", lambda: frames)  # type: ignore[assignment]
+        slots = frozenset({*roles, "topic"})
+        frame: Phrase = self.deal(f"frame:{level}:{sorted(slots)}", lambda: _frames_with(self.pools, level, slots))  # type: ignore[assignment]
         values = {role: phrase.text for role, phrase in roles.items()}
         if topic_facet is not None:
             topics = self.pools.category_topics[topic_facet.category or ""]
@@ -170,5 +171,6 @@ def _frames_with(pools: Pools, level: str, slots: frozenset[str]) -> tuple[Phras
     return found
 
 
+@lru_cache(maxsize=4096)
 def frame_slots(text: str) -> frozenset[str]:
     return frozenset(meta.find_undeclared_variables(environment().parse(text)))

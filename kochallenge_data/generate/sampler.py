@@ -130,7 +130,7 @@ class Sampler:
     def _picks(
         self, chosen: Sequence[PoolChallenge], reasons: Callable[[PoolChallenge], tuple[str, ...]]
     ) -> list[Pick]:
-        picks = [Pick(c, self.usage.least_used(c, self.rng)[0], reasons(c)) for c in chosen]
+        picks = [Pick(c, self.usage.least_used(c, self.rng), reasons(c)) for c in chosen]
         self.usage.add(picks)
         return picks
 
@@ -203,6 +203,8 @@ class Sampler:
                 },
                 "template": self.templates.free_text_input.name,
                 "instruction": str(instruction.source),
+                # The phrasing a grouped split keeps on one side: the hand-written message or the composed frame.
+                "message": request.sources[0],
                 "recommend": recommend_source,
                 "recommend_reason": reply_kind,
                 "phrases": list(request.sources),

@@ -32,6 +32,8 @@ class Licence:
     season: str | None = None
     needs: frozenset[str] = frozenset()
     category: str | None = None
+    # The user goes to work: a commute challenge needs this or a work type it does not exclude.
+    commutes: bool = False
 
 
 def licence_for(facets: Sequence[Facet], **given: str | None) -> Licence:
@@ -46,6 +48,7 @@ def licence_for(facets: Sequence[Facet], **given: str | None) -> Licence:
         season=given.get("season") or _only(seasons),
         needs=frozenset(need for f in facets for need in f.needs),
         category=given.get("category") or _only(categories),
+        commutes=any(f.commutes for f in facets),
     )
 
 
@@ -62,7 +65,10 @@ def allowed(challenge: PoolChallenge, licence: Licence) -> bool:
         return False
     if challenge.work_types and licence.work_type not in challenge.work_types:
         return False
-    if licence.work_type is not None and licence.work_type in challenge.not_work_types:
+    if challenge.not_work_types and (
+        licence.work_type in challenge.not_work_types or (licence.work_type is None and not licence.commutes)
+    ):
+        # A commute challenge (it excludes 재택근무) reaches only a user who says they go to work.
         return False
     if challenge.season is not None and challenge.season != licence.season:
         return False
@@ -70,10 +76,15 @@ def allowed(challenge: PoolChallenge, licence: Licence) -> bool:
 
 
 def meets(challenge: PoolChallenge, facet: Facet) -> bool:
-    """A challenge meets a facet when every field of one of its conditions shares a value with it."""
-    return any(
-        all(not values.isdisjoint(challenge.values(name)) for name, values in condition) for condition in facet.match
-    )
+    """A challenge meets a facet when every field of one of its conditions shares a value with it
+    (and shares none with a ``not_`` field: ``not_company = ["혼자"]`` asks for something made for company)."""
+    return any(all(_holds(challenge, name, values) for name, values in condition) for condition in facet.match)
+
+
+def _holds(challenge: PoolChallenge, name: str, values: frozenset[str]) -> bool:
+    if name.startswith("not_"):
+        return values.isdisjoint(challenge.values(name[4:]))
+    return not values.isdisjoint(challenge.values(name))
 
 
 @dataclass(frozen=True)
@@ -91,24 +102,28 @@ class LineUsage:
     def __init__(self, max_share: float) -> None:
         self.max_share = max_share
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.lowest: Counter[str] = Counter()  # per title: the count of its least-used description
         self.total = 0
 
     def cap(self) -> float:
         return max(LINE_CAP_FLOOR, self.max_share * self.total)
 
-    def least_used(self, challenge: PoolChallenge, rng: random.Random) -> tuple[str, int]:
-        """The challenge's least-used description (ties broken by ``rng``) and its count."""
+    def least_used(self, challenge: PoolChallenge, rng: random.Random) -> str:
+        """The challenge's least-used description (ties broken by ``rng``)."""
         counts = [self.counts[(challenge.title, d)] for d in challenge.descriptions]
         low = min(counts)
         choices = [d for d, n in zip(challenge.descriptions, counts, strict=True) if n == low]
-        return (choices[0] if len(choices) == 1 else rng.choice(choices)), low
+        return choices[0] if len(choices) == 1 else rng.choice(choices)
 
-    def capped(self, challenge: PoolChallenge) -> bool:
-        return min(self.counts[(challenge.title, d)] for d in challenge.descriptions) >= self.cap()
+    def capped(self, challenge: PoolChallenge, cap: float) -> bool:
+        """Every line of the challenge already holds its share."""
+        return self.lowest[challenge.title] >= cap
 
     def add(self, picks: Sequence[Pick]) -> None:
         for pick in picks:
-            self.counts[(pick.challenge.title, pick.description)] += 1
+            title = pick.challenge.title
+            self.counts[(title, pick.description)] += 1
+            self.lowest[title] = min(self.counts[(title, d)] for d in pick.challenge.descriptions)
         self.total += len(picks)
 
 
@@ -127,7 +142,8 @@ def choose(
     Candidates arrive in pool order and each draws one random tie-breaker in that order, so the result
     depends only on the pools and the seed.
     """
-    keyed = [(score(c), usage.capped(c), rng.random(), i) for i, c in enumerate(candidates)]
+    cap = usage.cap()
+    keyed = [(score(c), usage.capped(c, cap), rng.random(), i) for i, c in enumerate(candidates)]
     # Fit first; among equally fitting candidates, an uncapped line before a capped one, then chance.
     order = sorted(keyed, key=lambda k: (tuple(-s for s in k[0]), k[1], k[2]))
     return [candidates[k[3]] for k in order[:count]]
