@@ -34,6 +34,15 @@ def main() -> None:
     lines = Counter(c for m in result.meta for c in m.get("challenges", []))
     top, count = lines.most_common(1)[0]
     print(f"| most used challenge, share of all challenge lines | {count / sum(lines.values()):.2%} ({top}) | <= 2% |")
+    texts = Counter(
+        line
+        for r, t in zip(result.records, result.tasks, strict=True)
+        if t != "feedback"
+        for line in r.output.split("\n")[1:]
+    )
+    line_count = texts.most_common(1)[0][1]
+    print(f"| most used challenge line (title and description) | {line_count / sum(texts.values()):.2%} | <= 0.4% |")
+    print(f"| distinct challenge lines used | {len(texts):,} | |")
     for task, figures in result.stats["diversity"].items():
         print(
             f"| {task}: distinct-1 / distinct-2 (Kiwi morphemes) | {figures['distinct_1']} / {figures['distinct_2']} | |"

@@ -153,6 +153,7 @@ class FacetEntry(_Strict):
     work_type: str | None = None
     needs: list[str] = Field(default_factory=list)
     commutes: bool = False  # the user goes to work (licenses commute challenges)
+    conflicts: list[str] = Field(default_factory=list)  # facets that contradict this one in a request
     # A challenge meets the facet when every field of one condition shares a value with the challenge.
     match: list[dict[str, list[str]]] = Field(min_length=1)
     reason: list[str] = Field(default_factory=list)
@@ -292,6 +293,7 @@ class Facet:
     work_type: str | None
     needs: tuple[str, ...]
     commutes: bool
+    conflicts: frozenset[str]
     category: str | None
     reason: tuple[Phrase, ...]
     want: tuple[Phrase, ...]
@@ -584,7 +586,13 @@ def _load_challenge_file(
                 source=source,
             )
         )
-    return data.category, items, _phrases(path, data.about, frozenset(), root)
+    name = next(c.name for c in domain.category if c.key == data.category)
+    about = _phrases(path, data.about, frozenset(), root)
+    for sentence in about:
+        # Each sentence is the first line of an answer to "X가 뭐예요?": it must define X on its own.
+        if not sentence.text.startswith(name):
+            raise PoolError(f"{sentence.source}: about sentence must start with {name!r} and say what it is")
+    return data.category, items, about
 
 
 def _load_facets(path: Path, requests: RequestsFile, domain: DomainFile, root: Path) -> tuple[Facet, ...]:
@@ -618,6 +626,7 @@ def _load_facets(path: Path, requests: RequestsFile, domain: DomainFile, root: P
                 work_type=entry.work_type,
                 needs=tuple(entry.needs),
                 commutes=entry.commutes,
+                conflicts=frozenset(entry.conflicts),
                 category=None,
                 reason=_phrases(path, entry.reason, frozenset(), root),
                 want=_phrases(path, entry.want, frozenset(), root),
@@ -636,6 +645,7 @@ def _load_facets(path: Path, requests: RequestsFile, domain: DomainFile, root: P
                 work_type=None,
                 needs=(),
                 commutes=False,
+                conflicts=frozenset(),
                 category=category.key,
                 reason=(),
                 want=(),
@@ -643,6 +653,10 @@ def _load_facets(path: Path, requests: RequestsFile, domain: DomainFile, root: P
             )
         )
     _check_unique([f.key for f in facets], path, "facet key")
+    keys = [f.key for f in facets]
+    for facet in facets:
+        for other in sorted(facet.conflicts):
+            _check_member(other, keys, path, "conflicting facet", facet.source, "requests.toml")
     return tuple(facets)
 
 

@@ -15,9 +15,9 @@ from kochallenge_data.build import BuildConfig, build_dataset, split_counts, wri
 from kochallenge_data.checks.record import RecordChecker
 from kochallenge_data.errors import CapacityError, KochallengeError
 from kochallenge_data.formats import parse_recommendation
+from kochallenge_data.generate import capacity
 from kochallenge_data.models import TASKS, WeeklyRecord
 from kochallenge_data.pools import load_pools
-from kochallenge_data.generate import capacity
 
 from .conftest import FIXTURE_POOLS, GOLDEN, ROOT, assert_golden
 
@@ -101,7 +101,10 @@ def test_a_build_can_use_every_distinct_record(tmp_path: Path) -> None:
         tmp_path, size=exact, mix={"base_info": 1, "free_text": 0, "feedback": 0}, near_duplicate_threshold=1.0
     )
     result = build_dataset(config)
-    assert len({(r.input, frozenset(line.split(": ")[0] for line in r.output.split("\n")[1:])) for r in result.records}) == exact
+    assert (
+        len({(r.input, frozenset(line.split(": ")[0] for line in r.output.split("\n")[1:])) for r in result.records})
+        == exact
+    )
 
 
 def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(tmp_path: Path) -> None:
@@ -213,7 +216,8 @@ def test_too_many_rejects_name_the_pool_items_at_fault(tmp_path: Path) -> None:
     text = recommend.read_text(encoding="utf-8")
     start, end = text.index("[base_info]"), text.index("[free_text]")
     glued = "[base_info]\n" + "".join(
-        f"{reason} = ['{{{{ category }}}}챌린지를골라봤어요.']\n" for reason in ("both", "location", "work_type", "category")
+        f"{reason} = ['{{{{ category }}}}챌린지를골라봤어요.']\n"
+        for reason in ("both", "location", "work_type", "category")
     )
     recommend.write_text(text[:start] + glued + "\n" + text[end:], encoding="utf-8")
     config = small_config(

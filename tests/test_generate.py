@@ -18,7 +18,7 @@ from kochallenge_data.generate.requests import FitIndex
 from kochallenge_data.generate.selection import Licence, LineUsage, allowed, choose, licence_for, meets
 from kochallenge_data.pools import PoolChallenge, Pools, load_pools
 from kochallenge_data.templates import Templates, load_templates
-from kochallenge_data.text import nfc
+from kochallenge_data.text import emoji_in, nfc
 
 from .conftest import FIXTURE_POOLS
 
@@ -134,6 +134,11 @@ def test_weeks_fit_one_user_and_every_item_is_addressed() -> None:
             if f'"title":"{title}"' in week:
                 assert allowed(by_title(pools)[title], licence), (title, licence)
         assert len(nfc(candidate.output)) <= 100  # type: ignore[attr-defined]
+        shown = emoji_in(candidate.output)  # type: ignore[attr-defined]
+        assert len(shown) == len(set(shown)), candidate.output  # type: ignore[attr-defined]
+        closings = {str(p.source) for p in pools.feedback_phrases["closing"]}
+        if any(source in closings for source in meta["phrases"]):
+            assert "success" in meta["covered"], candidate.output  # type: ignore[attr-defined]
 
 
 week_shapes = st.builds(

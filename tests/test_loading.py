@@ -31,7 +31,12 @@ def edit(path: Path, old: str, new: str) -> None:
     [
         ("recommend.toml", '{{ category | josa("을/를") }}', "{{ categroy }}", r"recommend.toml:\d+: .*unknown slot"),
         ("challenges/vegan.toml", 'season = "여름"', 'season = "한여름"', r"vegan.toml:\d+: unknown season '한여름'"),
-        ("challenges/zero_waste.toml", 'needs = ["아이"]', 'needs = ["강아지"]', r"zero_waste.toml:\d+: unknown need '강아지'"),
+        (
+            "challenges/zero_waste.toml",
+            'needs = ["아이"]',
+            'needs = ["강아지"]',
+            r"zero_waste.toml:\d+: unknown need '강아지'",
+        ),
         ("challenges/vegan.toml", "habit = true", 'habit = "maybe"', r"vegan.toml:\d+: challenge.0.habit"),
         ("requests.toml", "effort = [", "efort = [", r"requests.toml:\d+: unknown match field 'efort'"),
         ("requests.toml", 'key = "집"', 'key = "피곤"', r"requests.toml:\d+: duplicate facet key '피곤'"),
@@ -39,7 +44,12 @@ def edit(path: Path, old: str, new: str) -> None:
         ("challenges/vegan.toml", "콩고기 요리 해 보기", "두유 라테를 주문하기", "repeats"),
         ("challenges/vegan.toml", "두유 라테 주문하기", "채식 점심 한 끼", "duplicate phrase|repeats"),
         ("domain.toml", 'locations = ["도시", "산"]', 'locations = "도시"', r"domain.toml:\d+: locations"),
-        ("messages.toml", 'facets = ["피곤"]', 'facets = ["졸림"]', r"messages.toml:\d+: unknown facet '졸림'.*requests.toml"),
+        (
+            "messages.toml",
+            'facets = ["피곤"]',
+            'facets = ["졸림"]',
+            r"messages.toml:\d+: unknown facet '졸림'.*requests.toml",
+        ),
         ("feedback.toml", "[emoji]", "[emojis]", "feedback.toml"),
         ("instructions.toml", "base_info = [", "base_info = [ ", ""),
     ],
@@ -66,7 +76,9 @@ def test_broken_toml_is_reported_with_the_file(tmp_path: Path) -> None:
 def test_template_with_unknown_variable_names_file_and_line(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     shutil.copytree(ROOT / "templates", templates)
-    (templates / "feedback" / "zz.j2").write_text("{% for s in sentences %}{{ s.text }}{% endfor %}\n{{ end_emoji }}\n", encoding="utf-8")
+    (templates / "feedback" / "zz.j2").write_text(
+        "{% for s in sentences %}{{ s.text }}{% endfor %}\n{{ end_emoji }}\n", encoding="utf-8"
+    )
     with pytest.raises(TemplateError, match=r"zz.j2:2: unknown variable\(s\) \['end_emoji'\]"):
         load_templates(templates)
 

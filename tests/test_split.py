@@ -158,7 +158,11 @@ def test_near_duplicates_across_splits_are_moved_to_train_when_ungrouped(sample_
 
 def test_the_guard_finds_a_record_close_only_to_a_training_near_duplicate(sample_dataset: Path) -> None:
     outputs = [r["output"] for r in load_records(sample_dataset) if "\n" in r["output"]]
-    lines = [line for output in outputs for line in output.split("\n")[1:]]
+    # Distinct lines by length: short ones at both ends and a long one before the last, so that dropping the
+    # first line and adding two changes a lot, while swapping one short line for another changes little.
+    distinct = sorted(set(line for output in outputs for line in output.split("\n")[1:]), key=lambda t: (len(t), t))
+    middle = len(distinct) // 2
+    lines = [distinct[0], *distinct[middle : middle + 9], distinct[-1], distinct[1]]
     a = "\n".join(lines[:10])
     b = "\n".join(lines[:11])  # a with one more line: close to a
     c = "\n".join(lines[1:12])  # b shifted by a line: close to b, not to a

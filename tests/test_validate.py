@@ -75,11 +75,11 @@ def test_duplicates_and_near_duplicates_are_caught() -> None:
 
 def test_a_default_build_validates_clean(tmp_path: Path) -> None:
     out = tmp_path / "data.json"
-    config = BuildConfig(size=60, seed=11, pools=FIXTURE_POOLS, out=out, diversity=False)
+    config = BuildConfig(size=45, seed=11, pools=FIXTURE_POOLS, out=out, diversity=False)
     write_build(build_dataset(config), out)
     report = validate_records(read_dataset(out))
     assert report.findings == []
-    assert report.info["tasks"] == {"base_info": 20, "feedback": 20, "free_text": 20}
+    assert report.info["tasks"] == {"base_info": 15, "feedback": 15, "free_text": 15}
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

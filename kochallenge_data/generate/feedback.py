@@ -23,7 +23,8 @@ from .selection import Licence, allowed
 
 # Native Korean count words before a counter (두 개, 세 개): grammar, not phrasing.
 COUNT_WORDS = ("영", "한", "두", "세", "네", "다섯", "여섯", "일곱", "여덟", "아홉", "열")
-MOODS = {"success": "celebrate", "failure": "comfort", "idle": "encourage", "empty": "encourage"}
+# The emoji mood of each kind of sentence; a closing line is warm, not a cheer.
+MOODS = {"success": "celebrate", "failure": "comfort", "idle": "encourage", "empty": "encourage", "closing": "comfort"}
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,9 @@ def plan_feedback(
         parts = [_single("empty", pools.feedback_phrases["empty_week"], rng, {})]
     closing = _single("closing", pools.feedback_phrases["closing"], rng, {})
     layout = layouts[rng.randrange(len(layouts))]
-    emoji = {kind: _emoji_pair(pools, MOODS.get(kind, "encourage"), rng) for kind in (*MOODS, "closing")}
-    wants_closing = len(parts) == 1 or rng.random() < 0.35
+    emoji = _emoji_by_kind(pools, rng)
+    # Closing lines ("다음 주도 …") follow a week with a success; after an empty or all-missed week they ring false.
+    wants_closing = bool(items["success"]) and rng.random() < (0.6 if len(parts) == 1 else 0.3)
     levels = [0] * len(parts)
     while True:
         chosen = [part.options[min(level, len(part.options) - 1)] for part, level in zip(parts, levels, strict=True)]
@@ -265,11 +267,17 @@ def _single(kind: str, pool: Sequence[Phrase], rng: random.Random, slots: dict[s
     return Part(kind, ((render_phrase(phrase.text, **slots), str(phrase.source), True),))
 
 
-def _emoji_pair(pools: Pools, mood: str, rng: random.Random) -> tuple[str, str]:
-    choices = pools.feedback_emoji[mood]
-    first = choices[rng.randrange(len(choices))]
-    others = [e for e in choices if e != first] or list(choices)
-    return first, others[rng.randrange(len(others))]
+def _emoji_by_kind(pools: Pools, rng: random.Random) -> dict[str, tuple[str, str]]:
+    """Two emoji of the right mood per kind of sentence, never the same emoji for two sentences."""
+    used: set[str] = set()
+    chosen: dict[str, tuple[str, str]] = {}
+    for kind, mood in MOODS.items():
+        pool = pools.feedback_emoji[mood]
+        free = [e for e in pool if e not in used] or list(pool)
+        pair = rng.sample(free, 2) if len(free) >= 2 else [free[0], free[0]]
+        used.update(pair)
+        chosen[kind] = (pair[0], pair[1])
+    return chosen
 
 
 def _render(layout: Template, sentences: Sequence[tuple[str, str]], emoji: Mapping[str, tuple[str, str]]) -> str:

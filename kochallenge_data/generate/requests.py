@@ -109,7 +109,12 @@ class Composer:
     def _add(self, facets: list[Facet], deck: str, fits: Callable[[Facet], bool]) -> list[Facet]:
         for _ in range(COMPOSE_TRIES):
             candidate: Facet = self.deal(deck, lambda: self.pools.facets)  # type: ignore[assignment]
-            if fits(candidate) and candidate not in facets and self.fit.count([*facets, candidate]) >= self.needed:
+            if (
+                fits(candidate)
+                and candidate not in facets
+                and not any(_clash(candidate, f) for f in facets)
+                and self.fit.count([*facets, candidate]) >= self.needed
+            ):
                 return [*facets, candidate]
         return facets
 
@@ -162,6 +167,11 @@ class Composer:
     def _phrase(self, facet: Facet, role: str) -> Phrase:
         phrase: Phrase = self.deal(f"{role}:{facet.key}", lambda: getattr(facet, role))  # type: ignore[assignment]
         return phrase
+
+
+def _clash(a: Facet, b: Facet) -> bool:
+    """Two facets that contradict each other (either side may declare it)."""
+    return b.key in a.conflicts or a.key in b.conflicts
 
 
 def _frames_with(pools: Pools, level: str, slots: frozenset[str]) -> tuple[Phrase, ...]:
