@@ -153,23 +153,19 @@ class Sampler:
         recommend = render_phrase(sentence.text, location=location, work_type=work_type, category=name)
         instruction = self._instruction("base_info")
         input_text = self.templates.base_info_input.render(location=location, work_type=work_type, category=name)
-        return Candidate(
-            task="base_info",
-            instruction=instruction.text,
-            input=input_text,
-            output=self._recommendation(recommend, picks),
-            key=("base_info", input_text, frozenset(p.challenge.title for p in picks)),
-            meta={
-                "task": "base_info",
+        return self._recommendation_candidate(
+            "base_info",
+            instruction,
+            input_text,
+            recommend,
+            picks,
+            {
                 "location": location,
                 "work_type": work_type,
                 "category": category,
                 "template": self.templates.base_info_input.name,
-                "instruction": str(instruction.source),
                 "recommend": str(sentence.source),
                 "recommend_reason": reason,
-                "challenges": [str(p.challenge.source) for p in picks],
-                "why": [list(p.reasons) for p in picks],
             },
         )
 
@@ -187,14 +183,13 @@ class Sampler:
         instruction = self._instruction("free_text")
         input_text = self.templates.free_text_input.render(message=request.text)
         main = facets[0].key if facets else None
-        return Candidate(
-            task="free_text",
-            instruction=instruction.text,
-            input=input_text,
-            output=self._recommendation(recommend, picks),
-            key=("free_text", input_text, frozenset(p.challenge.title for p in picks)),
-            meta={
-                "task": "free_text",
+        return self._recommendation_candidate(
+            "free_text",
+            instruction,
+            input_text,
+            recommend,
+            picks,
+            {
                 "request": {
                     "origin": request.origin,
                     "facets": [f.key for f in facets],
@@ -202,15 +197,37 @@ class Sampler:
                     "question": request.question,
                 },
                 "template": self.templates.free_text_input.name,
-                "instruction": str(instruction.source),
                 # The phrasing a grouped split keeps on one side: the hand-written message or the composed frame.
                 "message": request.sources[0],
                 "recommend": recommend_source,
                 "recommend_reason": reply_kind,
                 "phrases": list(request.sources),
+                "main_met": [main in p.reasons for p in picks] if main else [],
+            },
+        )
+
+    def _recommendation_candidate(
+        self,
+        task: Task,
+        instruction: Phrase,
+        input_text: str,
+        recommend: str,
+        picks: Sequence[Pick],
+        meta: dict[str, Any],
+    ) -> Candidate:
+        """A recommendation record; its metadata says which pool items made it and why each pick is there."""
+        return Candidate(
+            task=task,
+            instruction=instruction.text,
+            input=input_text,
+            output=self._recommendation(recommend, picks),
+            key=(task, input_text, frozenset(p.challenge.title for p in picks)),
+            meta={
+                "task": task,
+                **meta,
+                "instruction": str(instruction.source),
                 "challenges": [str(p.challenge.source) for p in picks],
                 "why": [list(p.reasons) for p in picks],
-                "main_met": [main in p.reasons for p in picks] if main else [],
             },
         )
 
