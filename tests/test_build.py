@@ -166,7 +166,7 @@ def test_base_info_challenges_fit_the_location_and_work_type(tmp_path: Path) -> 
 
 
 def test_no_hedged_particles_in_any_output(tmp_path: Path) -> None:
-    result = build_dataset(small_config(tmp_path, size=60))
+    result = build_dataset(small_config(tmp_path, size=60, near_duplicate_threshold=1.0))
     for record in result.records:
         for hedge in ("이(가)", "을(를)", "은(는)", "(으)로", "과(와)"):
             assert hedge not in record.output

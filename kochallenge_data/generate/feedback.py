@@ -24,7 +24,13 @@ from .selection import Licence, allowed
 # Native Korean count words before a counter (두 개, 세 개): grammar, not phrasing.
 COUNT_WORDS = ("영", "한", "두", "세", "네", "다섯", "여섯", "일곱", "여덟", "아홉", "열")
 # The emoji mood of each kind of sentence (a closing line follows a week with a success).
-MOODS = {"success": "celebrate", "failure": "comfort", "idle": "encourage", "empty": "encourage", "closing": "encourage"}
+MOODS = {
+    "success": "celebrate",
+    "failure": "comfort",
+    "idle": "encourage",
+    "empty": "encourage",
+    "closing": "encourage",
+}
 
 
 @dataclass(frozen=True)
