@@ -15,7 +15,8 @@ from functools import lru_cache
 
 from jinja2 import meta
 
-from ..pools import TOPIC_GROUP, Facet, MessageItem, Phrase, Pools
+from ..pool_files import TOPIC_GROUP
+from ..pools import Facet, MessageItem, Phrase, Pools
 from ..templates import environment, render_phrase
 from .selection import Licence, allowed, licence_for, meets
 

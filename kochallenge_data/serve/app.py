@@ -28,7 +28,8 @@ from ..checks.record import RecordChecker
 from ..errors import FormatError, KochallengeError
 from ..formats import parse_recommendation
 from ..models import Recommendation, Task, WeeklyRecord
-from ..pools import Category, Pools
+from ..pool_files import Category
+from ..pools import Pools
 from ..prompt import PromptLayout, serving_instruction
 from ..templates import Templates
 from ..text import FEEDBACK_LIMIT, nfc, trim
