@@ -12,10 +12,9 @@ from pathlib import Path
 
 from .checks.korean import DEFAULT_POLICY, FieldPolicy, describe_span, disallowed_spans
 from .checks.spacing import SpacingChecker
-from .generate.requests import frame_slots
 from .pools import Phrase, Pools, Source, load_pools
 from .spacing_allowlist import load_allowlist
-from .templates import render_phrase
+from .templates import phrase_slots, render_phrase
 from .text import broken_sequences, grapheme_clusters, is_emoji_cluster
 
 MESSAGE_POLICY = FieldPolicy(punctuation=".,!?~")
@@ -97,7 +96,7 @@ def _request_renderings(pools: Pools) -> list[tuple[Source, str]]:
     found: list[tuple[Source, str]] = []
     for level in ("banmal", "jondaemal"):
         for frame in pools.frames[level]:
-            roles = frame_slots(frame.text) - {"topic"}
+            roles = phrase_slots(frame.text) - {"topic"}
             base = {role: first[role] for role in roles}
             for topic in pools.topics if roles else category_topics:
                 found.append((frame.source, render_phrase(frame.text, **base, topic=topic.text)))

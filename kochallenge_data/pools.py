@@ -229,6 +229,7 @@ def load_pools(root: Path | str | None = None) -> Pools:
         )
     }
     topics = _phrases(requests_path, requests.frames.topics, frozenset(), root_path)
+    _check_frames_cover_every_shape(frames, requests_path)
 
     recommend_path = root_path / "recommend.toml"
     recommend = _validate(RecommendFile, _read_toml(recommend_path), recommend_path)
@@ -479,6 +480,26 @@ def _load_facets(path: Path, requests: RequestsFile, domain: DomainFile, root: P
         for other in sorted(facet.conflicts):
             _check_member(other, keys, path, "conflicting facet", facet.source, "requests.toml")
     return tuple(facets)
+
+
+# A request says a topic, and maybe a background clause, a modifier or both: each speech level needs a frame for each.
+FRAME_SHAPES = (
+    frozenset({"topic"}),
+    frozenset({"reason", "topic"}),
+    frozenset({"want", "topic"}),
+    frozenset({"reason", "want", "topic"}),
+)
+
+
+def _check_frames_cover_every_shape(frames: Mapping[str, tuple[Phrase, ...]], path: Path) -> None:
+    from .templates import phrase_slots
+
+    for level in ("banmal", "jondaemal"):
+        have = {phrase_slots(p.text) for p in frames[level]}
+        for shape in FRAME_SHAPES:
+            if shape not in have:
+                slots = " ".join("{{ " + slot + " }}" for slot in sorted(shape))
+                raise PoolError(f"{path}: frames.{level} needs a frame that uses exactly {slots}")
 
 
 def _load_messages(path: Path, facet_keys: Sequence[str], root: Path) -> tuple[MessageItem, ...]:

@@ -58,6 +58,12 @@ def check_phrase_slots(text: str, allowed: frozenset[str], where: str) -> None:
         raise TemplateError(f"{where}: phrase {text!r} uses unknown slot(s) {unknown}; available: {slots}")
 
 
+@lru_cache(maxsize=4096)
+def phrase_slots(text: str) -> frozenset[str]:
+    """The slots a phrase uses (a request frame is chosen by exactly the slots it has)."""
+    return frozenset(meta.find_undeclared_variables(environment().parse(text)))
+
+
 def render_phrase(text: str, **values: Any) -> str:
     """Render a pool phrase (compiled once per distinct text)."""
     rendered: str = compiled(text).render(**values)

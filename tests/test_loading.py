@@ -40,6 +40,12 @@ def edit(path: Path, old: str, new: str) -> None:
         ("challenges/vegan.toml", "habit = true", 'habit = "maybe"', r"vegan.toml:\d+: challenge.0.habit"),
         ("requests.toml", "effort = [", "efort = [", r"requests.toml:\d+: unknown match field 'efort'"),
         ("requests.toml", 'key = "집"', 'key = "피곤"', r"requests.toml:\d+: duplicate facet key '피곤'"),
+        (
+            "requests.toml",
+            '"{{ want }} {{ topic }} 뭐 있어?",',
+            '"{{ want }} 뭐 있어?",',
+            r"requests.toml: frames.banmal needs a frame that uses exactly \{\{ topic \}\} \{\{ want \}\}",
+        ),
         ("challenges/vegan.toml", "콩고기 요리 해 보기", "두유라테 주문하기", "repeats '두유 라테 주문하기'"),
         ("challenges/vegan.toml", "콩고기 요리 해 보기", "두유 라테를 주문하기", "repeats"),
         ("challenges/vegan.toml", "두유 라테 주문하기", "채식 점심 한 끼", "duplicate phrase|repeats"),

@@ -214,7 +214,8 @@ def plan_feedback(
     levels = [0] * len(parts)
     while True:
         chosen = [part.options[min(level, len(part.options) - 1)] for part, level in zip(parts, levels, strict=True)]
-        for with_closing in (True, False) if wants_closing else (False,):
+        echoes = _echoes(closing.options[0][0], [option[0] for option in chosen])
+        for with_closing in (True, False) if wants_closing and not echoes else (False,):
             sentences = [(part.kind, option[0]) for part, option in zip(parts, chosen, strict=True)]
             if with_closing:
                 sentences.append(("closing", closing.options[0][0]))
@@ -232,6 +233,12 @@ def plan_feedback(
     sentences = [(part.kind, option[0]) for part, option in zip(parts, chosen, strict=True)]
     text = " ".join(s for _, s in sentences) + " " + emoji[parts[-1].kind][0]
     return FeedbackPlan(text, [o[1] for o in chosen], _coverage(items, parts, chosen), "compact")
+
+
+def _echoes(closing: str, sentences: Sequence[str]) -> bool:
+    """A closing line that repeats a word of the feedback ("다음 주 … 다음 주도 …") reads as filler."""
+    words = {w.strip(".,!?~") for s in sentences for w in s.split()}
+    return any(len(w.strip(".,!?~")) >= 2 and w.strip(".,!?~") in words for w in closing.split())
 
 
 def _part(kind: str, found: list[Item], pools: Pools, rng: random.Random) -> Part:

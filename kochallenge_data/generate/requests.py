@@ -3,7 +3,7 @@
 A composed request states one to three facets (a need such as 더위 or 아이, maybe a second one, maybe a topic)
 and is only composed when the pools hold enough challenges that meet all of them under the hard rules, so
 every request the dataset answers can be answered well. The surface is a frame (반말 or 존댓말) whose slots
-take a reason clause (``요즘 너무 더워서``), a modifier (``집에서 할 수 있는``) and a topic noun.
+take a background clause (``요즘 너무 더운데``), a modifier (``집에서 할 수 있는``) and a topic noun.
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-
-from jinja2 import meta
+from typing import Any
 
 from ..pool_files import TOPIC_GROUP
 from ..pools import Facet, MessageItem, Phrase, Pools
-from ..templates import environment, render_phrase
+from ..templates import phrase_slots, render_phrase
 from .selection import Licence, allowed, licence_for, meets
 
 SPEECH_LEVELS = ("banmal", "jondaemal")
@@ -40,7 +38,8 @@ class Request:
         return licence_for(self.facets)
 
 
-Deal = Callable[[str, Callable[[], Sequence[object]]], object]
+# The sampler's ``deal``: the next item of a named, balanced deck (built from the callable the first time).
+Deal = Callable[[str, Callable[[], Sequence[Any]]], Any]
 
 
 class FitIndex:
@@ -96,7 +95,7 @@ class Composer:
         return self._render(facets)
 
     def _main_facet(self) -> Facet:
-        facet: Facet = self.deal("facet:main", self._feasible_mains)  # type: ignore[assignment]
+        facet: Facet = self.deal("facet:main", self._feasible_mains)
         return facet
 
     def _feasible_mains(self) -> tuple[Facet, ...]:
@@ -109,7 +108,7 @@ class Composer:
 
     def _add(self, facets: list[Facet], deck: str, fits: Callable[[Facet], bool]) -> list[Facet]:
         for _ in range(COMPOSE_TRIES):
-            candidate: Facet = self.deal(deck, lambda: self.pools.facets)  # type: ignore[assignment]
+            candidate: Facet = self.deal(deck, lambda: self.pools.facets)
             if (
                 fits(candidate)
                 and candidate not in facets
@@ -121,9 +120,9 @@ class Composer:
 
     def _question(self) -> Request:
         topics = [f for f in self.pools.facets if f.group == TOPIC_GROUP and self.pools.about.get(f.category or "")]
-        facet: Facet = self.deal("question:topic", lambda: topics)  # type: ignore[assignment]
+        facet: Facet = self.deal("question:topic", lambda: topics)
         level = self.rng.choice(SPEECH_LEVELS)
-        frame: Phrase = self.deal(f"frame:question_{level}", lambda: self.pools.frames[f"question_{level}"])  # type: ignore[assignment]
+        frame: Phrase = self.deal(f"frame:question_{level}", lambda: self.pools.frames[f"question_{level}"])
         text = render_phrase(frame.text, name=facet.key)
         return Request(text, (facet,), True, "composed", (str(frame.source),))
 
@@ -137,13 +136,13 @@ class Composer:
             needs = needs[:1]
             roles = self._roles(needs) or {}
         slots = frozenset({*roles, "topic"})
-        frame: Phrase = self.deal(f"frame:{level}:{sorted(slots)}", lambda: _frames_with(self.pools, level, slots))  # type: ignore[assignment]
+        frame: Phrase = self.deal(f"frame:{level}:{sorted(slots)}", lambda: _frames_with(self.pools, level, slots))
         values = {role: phrase.text for role, phrase in roles.items()}
         if topic_facet is not None:
             topics = self.pools.category_topics[topic_facet.category or ""]
-            topic: Phrase = self.deal(f"topic:{topic_facet.key}", lambda: topics)  # type: ignore[assignment]
+            topic: Phrase = self.deal(f"topic:{topic_facet.key}", lambda: topics)
         else:
-            topic = self.deal("topic:generic", lambda: self.pools.topics)  # type: ignore[assignment]
+            topic = self.deal("topic:generic", lambda: self.pools.topics)
         values["topic"] = topic.text
         text = render_phrase(frame.text, **values)
         sources = (str(frame.source), *(str(p.source) for p in roles.values()), str(topic.source))
@@ -166,7 +165,7 @@ class Composer:
         return None
 
     def _phrase(self, facet: Facet, role: str) -> Phrase:
-        phrase: Phrase = self.deal(f"{role}:{facet.key}", lambda: getattr(facet, role))  # type: ignore[assignment]
+        phrase: Phrase = self.deal(f"{role}:{facet.key}", lambda: getattr(facet, role))
         return phrase
 
 
@@ -176,12 +175,7 @@ def _clash(a: Facet, b: Facet) -> bool:
 
 
 def _frames_with(pools: Pools, level: str, slots: frozenset[str]) -> tuple[Phrase, ...]:
-    found = tuple(p for p in pools.frames[level] if frame_slots(p.text) == slots)
+    found = tuple(p for p in pools.frames[level] if phrase_slots(p.text) == slots)
     if not found:
         raise ValueError(f"requests.toml: no {level} frame uses exactly the slots {sorted(slots)}")
     return found
-
-
-@lru_cache(maxsize=4096)
-def frame_slots(text: str) -> frozenset[str]:
-    return frozenset(meta.find_undeclared_variables(environment().parse(text)))

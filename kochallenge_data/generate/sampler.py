@@ -18,10 +18,10 @@ from typing import Any, Generic, TypeVar
 from ..formats import format_recommendation
 from ..models import Challenge, Recommendation, Task
 from ..pools import Phrase, PoolChallenge, Pools
-from ..templates import Template, Templates, render_phrase
+from ..templates import Template, Templates, phrase_slots, render_phrase
 from ..text import FEEDBACK_LIMIT
 from .feedback import plan_feedback, sample_week
-from .requests import Composer, FitIndex, Request, frame_slots, from_message
+from .requests import Composer, FitIndex, Request, from_message
 from .selection import (
     Licence,
     LineUsage,
@@ -337,7 +337,7 @@ def _free_text_capacity(pools: Pools, n: int) -> int:
             phrases = getattr(facet, role)
             if phrases:
                 frames = sum(
-                    frame_slots(p.text) == {role, "topic"}
+                    phrase_slots(p.text) == {role, "topic"}
                     for level in ("banmal", "jondaemal")
                     for p in pools.frames[level]
                 )
