@@ -86,12 +86,10 @@ class PoolChallenge:
             return ()
         return (value,) if isinstance(value, str) else tuple(value)
 
-    def suits(self, location: str, work_type: str) -> bool:
-        return (
-            (not self.places or location in self.places)
-            and (not self.work_types or work_type in self.work_types)
-            and work_type not in self.not_work_types
-        )
+    @property
+    def bound(self) -> bool:
+        """Bound to a place or a work type: a base-info pick that shows the user's location or work."""
+        return bool(self.places or self.work_types)
 
 
 @dataclass(frozen=True)
@@ -166,17 +164,6 @@ class Pools:
             if facet.key == key:
                 return facet
         raise KeyError(key)
-
-    def challenges_for(self, category: str, location: str, work_type: str) -> list[PoolChallenge]:
-        """Challenges of ``category`` that a base-info user at ``location`` doing ``work_type`` may get."""
-        return [
-            challenge
-            for challenge in self.challenges
-            if challenge.category == category
-            and challenge.suits(location, work_type)
-            and challenge.season is None
-            and not challenge.needs
-        ]
 
     def replies_for(self, facet: Facet) -> tuple[Phrase, ...] | None:
         """Replies written for this facet, or for its group; None when only general replies fit."""

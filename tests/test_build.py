@@ -16,6 +16,7 @@ from kochallenge_data.checks.record import RecordChecker
 from kochallenge_data.errors import CapacityError, KochallengeError
 from kochallenge_data.formats import parse_recommendation
 from kochallenge_data.generate import capacity
+from kochallenge_data.generate.selection import Licence, allowed
 from kochallenge_data.models import TASKS, WeeklyRecord
 from kochallenge_data.pools import load_pools
 
@@ -162,7 +163,7 @@ def test_base_info_challenges_fit_the_location_and_work_type(tmp_path: Path) -> 
         for challenge in parse_recommendation(record.output).challenges:
             item = by_title[challenge.title]
             assert item.category == names[category_name]
-            assert item.suits(location, work_type), (record.input, challenge.title)
+            assert allowed(item, Licence(location=location, work_type=work_type)), (record.input, challenge.title)
 
 
 def test_no_hedged_particles_in_any_output(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import orjson
 from ..pools import Phrase, PoolChallenge, Pools
 from ..templates import Template, render_phrase
 from ..text import nfc
-from .selection import Licence, allowed
+from .selection import Licence
 
 # Native Korean count words before a counter (두 개, 세 개): grammar, not phrasing.
 COUNT_WORDS = ("영", "한", "두", "세", "네", "다섯", "여섯", "일곱", "여덟", "아홉", "열")
@@ -102,7 +102,7 @@ def seasons_of(day: date, season_months: Mapping[str, Sequence[int]]) -> list[st
 
 
 def sample_week(
-    pools: Pools, rng: random.Random, allowed_for: Callable[[Licence], Sequence[PoolChallenge]] | None = None
+    pools: Pools, rng: random.Random, allowed_for: Callable[[Licence], Sequence[PoolChallenge]]
 ) -> tuple[Week, Profile]:
     """A realistic week: 0-3 personal and 0-2 group challenges that fit one user, dates inside one week."""
     shape = pools.week
@@ -114,7 +114,7 @@ def sample_week(
         season=rng.choice(seasons) if seasons else None,
     )
     # Challenges this user could have joined: their place, work and season; nothing presupposed.
-    challenges = (allowed_for or (lambda licence: user_challenges(pools, licence)))(profile.licence)
+    challenges = allowed_for(profile.licence)
     week_start = datetime(monday.year, monday.month, monday.day)
     week_end = week_start + timedelta(days=6, hours=23, minutes=59, seconds=59)
     n_personal = rng.randint(0, shape.max_personal)
@@ -133,10 +133,6 @@ def sample_week(
         for i in range(n_personal, len(titles))
     )
     return Week(member_id=rng.randint(1, shape.member_id_max), personal=personal, group=group), profile
-
-
-def user_challenges(pools: Pools, licence: Licence) -> tuple[PoolChallenge, ...]:
-    return tuple(c for c in pools.challenges if allowed(c, licence))
 
 
 def _sample_group(

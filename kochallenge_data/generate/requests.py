@@ -119,8 +119,10 @@ class Composer:
         return facets
 
     def _question(self) -> Request:
-        topics = [f for f in self.pools.facets if f.group == TOPIC_GROUP and self.pools.about.get(f.category or "")]
-        facet: Facet = self.deal("question:topic", lambda: topics)
+        facet: Facet = self.deal(
+            "question:topic",
+            lambda: [f for f in self.pools.facets if f.group == TOPIC_GROUP and self.pools.about.get(f.category or "")],
+        )
         level = self.rng.choice(SPEECH_LEVELS)
         frame: Phrase = self.deal(f"frame:question_{level}", lambda: self.pools.frames[f"question_{level}"])
         text = render_phrase(frame.text, name=facet.key)

@@ -31,6 +31,7 @@ from .selection import (
     base_info_sentence_reason,
     choose,
     choose_base_info,
+    flat_score,
     meets,
     request_score,
 )
@@ -176,7 +177,7 @@ class Sampler:
         else:
             request = self.composer.draw()
         facets = request.facets
-        score = request_score(facets) if facets else (lambda c: ())
+        score = request_score(facets) if facets else flat_score
         chosen = choose(self.allowed(request.licence), score, self.challenges_per_output, self.rng, self.usage)
         picks = self._picks(chosen, lambda c: tuple(f.key for f in facets if meets(c, f)))
         recommend, recommend_source, reply_kind = self._reply(request, picks)
@@ -282,8 +283,14 @@ def base_info_inputs(pools: Pools, needed: int) -> list[tuple[str, str, str]]:
     return [
         (location, work_type, category.key)
         for location, work_type, category in product(pools.locations, pools.work_types, pools.categories)
-        if len(pools.challenges_for(category.key, location, work_type)) >= needed
+        if len(base_info_candidates(pools, location, work_type, category.key)) >= needed
     ]
+
+
+def base_info_candidates(pools: Pools, location: str, work_type: str, category: str) -> list[PoolChallenge]:
+    """What the hard rules allow a base-info user: no season and no presupposition is ever licensed."""
+    licence = Licence(location=location, work_type=work_type, category=category)
+    return [c for c in pools.challenges if allowed(c, licence)]
 
 
 # ---------------------------------------------------------------- capacity
@@ -313,8 +320,8 @@ def capacity(pools: Pools, task: Task, challenges_per_output: int = 3) -> int:
 
 def _base_info_sets(pools: Pools, location: str, work_type: str, category: str, n: int) -> int:
     """Distinct pick sets :func:`choose_base_info` can return: one or two specific picks, the rest general."""
-    candidates = pools.challenges_for(category, location, work_type)
-    specific = sum(1 for c in candidates if c.places or c.work_types)
+    candidates = base_info_candidates(pools, location, work_type, category)
+    specific = sum(1 for c in candidates if c.bound)
     general = len(candidates) - specific
     if not specific:
         return comb(general, n)
@@ -323,10 +330,7 @@ def _base_info_sets(pools: Pools, location: str, work_type: str, category: str, 
 
 def _free_text_capacity(pools: Pools, n: int) -> int:
     fit = FitIndex(pools)
-    handwritten = sum(
-        comb(len([c for c in pools.challenges if allowed(c, from_message(m, pools).licence)]), n)
-        for m in pools.messages
-    )
+    handwritten = sum(comb(fit.allowed_mask(from_message(m, pools).licence).bit_count(), n) for m in pools.messages)
     composed = 0
     for facet in pools.facets:
         fitting = fit.count([facet])

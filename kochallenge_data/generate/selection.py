@@ -130,6 +130,11 @@ class LineUsage:
 Score = Callable[[PoolChallenge], tuple[int, ...]]
 
 
+def flat_score(challenge: PoolChallenge) -> tuple[int, ...]:
+    """Every candidate fits equally: chance (and the line cap) alone decide."""
+    return ()
+
+
 def choose(
     candidates: Sequence[PoolChallenge],
     score: Score,
@@ -177,15 +182,14 @@ def choose_base_info(
     A recommend sentence may then name what the specific picks show; a pick list of only general
     challenges gets a sentence about the category alone.
     """
-    specific = [c for c in candidates if c.places or c.work_types]
-    general = [c for c in candidates if not (c.places or c.work_types)]
+    specific = [c for c in candidates if c.bound]
+    general = [c for c in candidates if not c.bound]
     wanted = 0
     if specific:
         wanted = 2 if len(specific) >= 2 and rng.random() < specific_two else 1
     wanted = max(wanted, count - len(general))
-    flat: Score = lambda c: ()  # noqa: E731 - every candidate of a group fits equally
-    chosen = choose(specific, flat, wanted, rng, usage)
-    return chosen + choose(general, flat, count - len(chosen), rng, usage)
+    chosen = choose(specific, flat_score, wanted, rng, usage)
+    return chosen + choose(general, flat_score, count - len(chosen), rng, usage)
 
 
 def base_info_sentence_reason(picks: Sequence[Pick]) -> str:
