@@ -16,6 +16,8 @@ from .pools import Pools
 from .templates import TEMPLATE_VARIABLES, Template, compiled, default_templates_dir, load_template
 
 PROMPT_FILE = "prompt.j2"
+EXACT_MARK = "{#- exact -#}"
+"""First line of a layout rendered byte for byte (one derived from a chat template); others end in one newline."""
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,14 @@ class PromptLayout:
     path: Path
     source: str
 
+    @property
+    def exact(self) -> bool:
+        return self.source.startswith(EXACT_MARK)
+
     def render(self, instruction: str, input: str) -> str:
-        """The prompt text, always ending in exactly one newline after the response header."""
+        """The prompt text: byte for byte for an exact layout, else ending in exactly one newline."""
         body: str = compiled(self.source).render(instruction=instruction, input=input)
-        return body.rstrip("\n") + "\n"
+        return body if self.exact else body.rstrip("\n") + "\n"
 
 
 def load_prompt_layout(path: Path | str | None = None) -> PromptLayout:
