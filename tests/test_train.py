@@ -459,7 +459,7 @@ def test_gradient_checkpointing_trains_on_request_and_is_recorded(tiny: TinySetu
 
 
 def test_qlora_and_half_precision_are_refused_on_cpu_before_anything_loads(tiny: TinySetup, tmp_path: Path) -> None:
-    with pytest.raises(KochallengeError, match="QLoRA.*needs a CUDA GPU"):
+    with pytest.raises(KochallengeError, match=r"QLoRA.*needs a CUDA GPU"):
         train(quick_options(tiny, tmp_path / "q", quantization="4bit"), progress=lambda _: None)
     with pytest.raises(KochallengeError, match="--precision fp16 needs a CUDA GPU"):
         train(quick_options(tiny, tmp_path / "h", precision="fp16"), progress=lambda _: None)

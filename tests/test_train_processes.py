@@ -48,11 +48,23 @@ def quiet_env() -> dict[str, str]:
     return env
 
 
-def test_two_processes_train_once_write_once_and_record_the_true_batch(tiny: TinySetup, tmp_path: Path) -> None:
+def launcher(name: str) -> list[str]:
+    """Two processes on this CPU: torchrun, or accelerate's own launcher (gloo without GPUs)."""
+    if name == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_addr", "127.0.0.1", "--master_port", str(free_port())]  # fmt: skip
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(free_port())]  # fmt: skip
+
+
+@pytest.mark.parametrize("launch", ["torchrun", "accelerate"])
+def test_two_processes_train_once_write_once_and_record_the_true_batch(
+    tiny: TinySetup, tmp_path: Path, launch: str
+) -> None:
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()), "-m", "kochallenge_data", "train",
+        *launcher(launch), "-m", "kochallenge_data", "train",
         "--data", str(tiny.data), "--base", str(tiny.model_dir), "--out", str(out),
         "--max-steps", "4", "--per-device-batch-size", "2", "--effective-batch-size", "8", "--eval-steps", "2",
         "--learning-rate", "1e-3", "--evaluate-limit", "3", "--max-new-tokens", "8", "--validation-share", "0.1",

@@ -44,6 +44,7 @@ from .examples import (
     tokenize_chat_record,
     tokenize_record,
 )
+from .memory import ModelShape, estimate_memory, largest_fitting_batch
 from .options import TrainOptions
 from .plan import (
     BatchPlan,
@@ -125,13 +126,15 @@ def train(options: TrainOptions, progress: ProgressFn = print, callbacks: Sequen
     tokenizer = load_base_tokenizer(options.base, options.trust_remote_code)
     prepared = prepare(options, tokenizer, say)
 
-    plan = plan_batches(options.effective_batch_size, accelerator_memory_gib(), options.batch_size, world_size())
+    free_gib = accelerator_memory_gib()
+    parameters = count_parameters(options.base)
+    checkpointing = use_gradient_checkpointing(options.gradient_checkpointing, parameters)
+    fitted = options.batch_size or _fitted_batch(options, prepared, free_gib, parameters, precision, checkpointing, say)
+    plan = plan_batches(options.effective_batch_size, free_gib, fitted, world_size())
     if plan.effective != options.effective_batch_size:
         wanted = options.effective_batch_size
         say(f"effective batch {wanted} rounds to {plan.effective} over {plan.world_size} processes")
     eval_steps = options.eval_steps or default_eval_steps(len(prepared.train_set), plan)
-    parameters = count_parameters(options.base)
-    checkpointing = use_gradient_checkpointing(options.gradient_checkpointing, parameters)
     device = "cuda" if cuda else "cpu"
     say(
         f"training on {plan.world_size} x {device} ({precision}"
@@ -222,6 +225,45 @@ def train(options: TrainOptions, progress: ProgressFn = print, callbacks: Sequen
     if not options.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(out=options.out, adapter_dir=adapter_dir, report=report, files=files)
+
+
+def _fitted_batch(
+    options: TrainOptions,
+    prepared: Prepared,
+    free_gib: float | None,
+    parameters: int | None,
+    precision: str,
+    checkpointing: bool,
+    say: ProgressFn,
+) -> int | None:
+    """The per-device batch the memory estimate fits in free GPU memory, for the longest example; None (the
+    memory table decides) on CPU or when the base's shape is unreadable."""
+    if free_gib is None:
+        return None
+    try:
+        config = orjson.loads((options.base / "config.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    shape = ModelShape.from_config(config, parameters) if isinstance(config, dict) else None
+    if shape is None:
+        return None
+    settings: dict[str, Any] = {
+        "precision": precision,
+        "quantization": options.quantization,
+        "checkpointing": checkpointing,
+        "sequence": max(e.length for e in [*prepared.train_set, *prepared.validation_set]),
+        "lora_rank": options.lora_r,
+    }
+    batch = largest_fitting_batch(shape, free_gib, **settings)
+    if batch is None:
+        need = estimate_memory(shape, batch=1, **settings).total
+        say(
+            f"warning: one sequence is estimated at {need:.1f} GiB and {free_gib:.1f} GiB is free; if it runs out of "
+            "memory, try --gradient-checkpointing on, --quantization 4bit, a shorter --max-length or FSDP "
+            "(docs/accelerate/fsdp.yaml)"
+        )
+        return 1
+    return batch
 
 
 def _quiet(_: str) -> None:
