@@ -48,10 +48,10 @@ def _register_groups(commands: Any) -> None:
     """Command groups that live in their own modules; each imports its heavy stack only when run."""
     from . import stack_cli
     from .ml import cli as model_commands
-    from .ml import train_cli
+    from .ml import evaluate_cli, train_cli
     from .serve import cli as serve_commands
 
-    for group in (stack_cli, model_commands, train_cli, serve_commands):
+    for group in (stack_cli, model_commands, train_cli, evaluate_cli, serve_commands):
         group.register(commands)
 
 
