@@ -185,7 +185,8 @@ def test_train_on_cpu_writes_adapter_template_config_and_report(tiny: TinySetup,
     assert report == orjson.loads(orjson.dumps(result.report))
     assert report["steps"] == 6 and report["device"] == "cpu" and report["seconds_per_step"] > 0
     assert report["records"] == {
-        "total": 48, "train": 43, "validation": 5, "validation_source": "0.1 share", "dropped_truncated": []
+        "total": 48, "train": 36, "validation": 12, "validation_source": "0.1 share, whole pool items held out",
+        "dropped_truncated": [],
     }  # fmt: skip
     assert report["world_size"] == 1 and report["effective_batch_size"] == 4
     assert [p["step"] for p in report["loss_curves"]["validation"]] == [2.0, 4.0, 6.0]
@@ -412,6 +413,19 @@ def test_chat_template_mode_refuses_a_template_that_rewrites_the_content(tiny: T
         train(quick_options(tiny, tmp_path / "run", base=base, prompt_mode="chat-template"), progress=lambda _: None)
     with pytest.raises(KochallengeError, match="has no chat_template"):
         train(quick_options(tiny, tmp_path / "run2", prompt_mode="chat-template"), progress=lambda _: None)
+
+
+def test_the_default_validation_holds_out_whole_pool_items(tiny: TinySetup) -> None:
+    from kochallenge_data.ml.train.examples import grouped_validation
+    from kochallenge_data.split import group_keys, read_source
+
+    indices = list(range(len(tiny.records)))
+    split = grouped_validation(tiny.data, tiny.records, indices, 0.1, 42)
+    assert split is not None
+    train_ids, validation_ids = split
+    assert sorted(train_ids + validation_ids) == indices and validation_ids
+    keys, _ = group_keys(read_source(tiny.data), "item")  # the pool item each record's phrasing comes from
+    assert not {keys[i] for i in train_ids} & {keys[i] for i in validation_ids}, "no pool item on both sides"
 
 
 def test_a_held_out_file_is_the_validation_set(tiny: TinySetup, tmp_path: Path) -> None:

@@ -148,7 +148,11 @@ def build_service(plan: ServePlan) -> Any:
     from .sessions import SessionStore
 
     templates = load_templates(plan.templates)
-    layout = load_prompt_layout(templates.prompt.path if templates.prompt is not None else None)
+    # The model's own prompt.j2 (what `train` trained with, copied by `merge`) wins: a chat-template run's prompt is
+    # derived from the base's chat template and is not the shipped layout.
+    trained_prompt = plan.model_dir / "prompt.j2"
+    default_prompt = templates.prompt.path if templates.prompt is not None else None
+    layout = load_prompt_layout(trained_prompt if trained_prompt.is_file() else default_prompt)
     backend: Backend
     if plan.backend == "transformers":
         backend = TransformersBackend.from_dir(plan.model_dir)

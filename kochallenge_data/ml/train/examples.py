@@ -242,6 +242,23 @@ def split_validation(count: int, share: float, seed: int) -> tuple[list[int], li
     return sorted(order[held_out:]), sorted(order[:held_out])
 
 
+def grouped_validation(
+    path: Path, records: Sequence[Record], kept: Sequence[int], share: float, seed: int
+) -> tuple[list[int], list[int]] | None:
+    """Positions in ``kept`` for training and validation, holding out whole pool items as ``split --group-by item``
+    does (one recommend sentence, user message or instruction phrasing never on both sides), so early stopping
+    measures generalisation; None when the data has too few items to hold any out."""
+    from ...split import Source, group_keys, read_source, stratified_group_split
+
+    source: Source = read_source(path)
+    if len(source.records) != len(records):
+        return None
+    keys, _ = group_keys(source, "item")
+    tasks = [source.tasks[i] for i in kept]
+    train, validation, _ = stratified_group_split(tasks, [keys[i] for i in kept], share, seed)
+    return (train, validation) if train and validation else None
+
+
 def trl_rows(examples: Sequence[TokenizedExample]) -> list[dict[str, list[int]]]:
     """Rows for TRL's SFTTrainer: pre-tokenized, with the completion mask it turns into labels."""
     return [

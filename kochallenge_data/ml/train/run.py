@@ -39,6 +39,7 @@ from .examples import (
     TokenizedExample,
     audit_lengths,
     chat_prompt_layout,
+    grouped_validation,
     load_training_records,
     split_validation,
     tokenize_chat_record,
@@ -97,6 +98,7 @@ class Prepared:
     train_set: list[TokenizedExample]
     validation_set: list[TokenizedExample]
     dropped: list[TokenizedExample]
+    validation_source: str
     max_length: int
     longest_completion: int
     eos_id: int
@@ -125,6 +127,7 @@ def train(options: TrainOptions, progress: ProgressFn = print, callbacks: Sequen
     precision = choose_precision(options.precision, cuda, cuda and torch.cuda.is_bf16_supported(), options.quantization)
     tokenizer = load_base_tokenizer(options.base, options.trust_remote_code)
     prepared = prepare(options, tokenizer, say)
+    fingerprint = _base_fingerprint(options.base, say)
 
     free_gib = accelerator_memory_gib()
     parameters = count_parameters(options.base)
@@ -185,9 +188,7 @@ def train(options: TrainOptions, progress: ProgressFn = print, callbacks: Sequen
             "total": len(prepared.records),
             "train": len(prepared.train_set),
             "validation": len(prepared.validation_set),
-            "validation_source": str(options.validation)
-            if options.validation
-            else f"{options.validation_share:g} share",
+            "validation_source": prepared.validation_source,
             "dropped_truncated": [{"index": e.index, "tokens": e.length} for e in prepared.dropped],
         },
         "max_length": prepared.max_length,
@@ -217,6 +218,7 @@ def train(options: TrainOptions, progress: ProgressFn = print, callbacks: Sequen
     if plot_curves(curves, options.out / CURVES_PNG):
         files["curves_png"] = options.out / CURVES_PNG
     config = run_config(options, prepared, plan, eval_steps, precision, checkpointing, parameters, max_new_tokens)
+    config["base_fingerprint"] = fingerprint
     write_atomic(options.out / CONFIG_FILE, json_bytes(config))
     write_atomic(options.out / REPORT_FILE, json_bytes(report))
     files.update(config=options.out / CONFIG_FILE, report=options.out / REPORT_FILE)
@@ -266,6 +268,17 @@ def _fitted_batch(
     return batch
 
 
+def _base_fingerprint(base: Path, say: ProgressFn) -> dict[str, Any] | None:
+    """What `merge` checks the base against, taken before training so a bad base fails in seconds, not after."""
+    from ..fingerprint import FingerprintError, base_fingerprint
+
+    try:
+        return base_fingerprint(base)
+    except FingerprintError as exc:
+        say(f"warning: the base cannot be fingerprinted ({exc}); merge will not be able to verify it")
+        return None
+
+
 def _quiet(_: str) -> None:
     """Progress for processes other than the main one: one voice per run."""
 
@@ -302,6 +315,7 @@ def prepare(options: TrainOptions, tokenizer: Any, say: ProgressFn) -> Prepared:
             return tokenize_record(tokenizer, layout, record, eos_id, index)
 
     audit = _audited([tokenize(r, i) for i, r in enumerate(records)], max_length, options, options.data, limit)
+    validation_source = str(options.validation)
     if options.validation:
         held = _audited(
             [tokenize(r, i) for i, r in enumerate(validation_records)], max_length, options, options.validation, limit
@@ -310,7 +324,13 @@ def prepare(options: TrainOptions, tokenizer: Any, say: ProgressFn) -> Prepared:
         if not train_set or not validation_set:
             raise KochallengeError("no training or validation record fits in --max-length; raise it")
     else:
-        train_ids, validation_ids = split_validation(len(audit.kept), options.validation_share, options.seed)
+        fitting = [e.index for e in audit.kept]
+        grouped = grouped_validation(options.data, records, fitting, options.validation_share, options.seed)
+        train_ids, validation_ids = grouped or split_validation(len(fitting), options.validation_share, options.seed)
+        validation_source = (
+            f"{options.validation_share:g} share, "
+            + ("whole pool items held out" if grouped else "random records (too few items to group)")
+        )
         train_set = [audit.kept[i] for i in train_ids]
         validation_set = [audit.kept[i] for i in validation_ids]
         dropped = audit.truncated
@@ -326,6 +346,7 @@ def prepare(options: TrainOptions, tokenizer: Any, say: ProgressFn) -> Prepared:
         train_set=train_set,
         validation_set=validation_set,
         dropped=dropped,
+        validation_source=validation_source,
         max_length=max_length,
         longest_completion=max(e.completion_length for e in kept),
         eos_id=eos_id,
@@ -419,8 +440,6 @@ def run_config(
     import transformers
     import trl
 
-    from ..fingerprint import base_fingerprint
-
     return {
         "options": options.model_dump(mode="json"),
         "resolved": {
@@ -438,7 +457,6 @@ def run_config(
             "prompt_mode": options.prompt_mode,
             "chat_system_role": prepared.system_role,
         },
-        "base_fingerprint": base_fingerprint(options.base),
         "data_sha256": sha256_file(options.data),
         "prompt_template": {"file": PROMPT_FILE, "source": str(prepared.layout.path)},
         "versions": {
