@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -121,3 +122,23 @@ def test_prompts_sent_through_the_http_api_are_training_prompts(
         for record in (base_info, free_text, feedback)
     ]
     assert backend.prompts == expected
+
+
+def test_serve_sends_the_prompt_the_model_folder_was_trained_with(tmp_path: Path) -> None:
+    """A chat-template run saves its own exact prompt.j2; serving the merged folder must use it, not the shipped one."""
+    from kochallenge_data.serve.cli import ServePlan, build_service
+
+    model_dir = tmp_path / "merged"
+    model_dir.mkdir()
+    trained = "{#- exact -#}{% raw %}<|user|>\n{% endraw %}{{ instruction }} {{ input }}{% raw %}</s><|assistant|>{% endraw %}"
+    (model_dir / "prompt.j2").write_text(trained, encoding="utf-8")
+    plan = ServePlan(
+        model_dir=model_dir, backend="vllm", vllm_url="http://127.0.0.1:9", served_model_name="m", host="127.0.0.1",
+        port=0, pools=FIXTURE_POOLS, templates=None, max_sessions=4, session_ttl_s=60.0, max_tokens=64,
+        json_output=False, max_model_len=None,
+    )  # fmt: skip
+    service = build_service(plan)
+    assert service.layout.source == trained
+    assert service.layout.render("지시", "입력") == "<|user|>\n지시 입력</s><|assistant|>", "rendered byte for byte"
+    (model_dir / "prompt.j2").unlink()
+    assert build_service(plan).layout.source == load_prompt_layout().source
