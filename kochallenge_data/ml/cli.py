@@ -23,8 +23,12 @@ DOCTOR_EXAMPLE = """example:
 exit: 0 sound, 1 problems found, 2 not a model directory or unreadable"""
 
 MERGE_EXAMPLE = """example:
-  python -m kochallenge_data merge --base models/base --adapter out/lora --out out/merged
-  python -m kochallenge_data merge --base models/base --adapter out/lora --out out/merged --force"""
+  python -m kochallenge_data merge --base models/base --adapter runs/r1 --out out/merged
+  python -m kochallenge_data merge --base models/base --adapter out/lora --out out/merged --force
+  python -m kochallenge_data merge --base models/base --adapter runs/r1 --out out/merged --max-shard-size 2GB
+
+--adapter takes the train output folder (its adapter/ is used, and the base is checked against the
+fingerprint in its train_config.json) or an adapter folder."""
 
 FIX_EXAMPLE = """example:
   python -m kochallenge_data fix out/merged --base models/base --dry-run
@@ -39,6 +43,16 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} must be positive")
     return value
+
+
+def _size(text: str) -> str:
+    from .merge import parse_size
+
+    try:
+        parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def register(subparsers: Any) -> None:
@@ -74,20 +88,38 @@ def register(subparsers: Any) -> None:
         "merge",
         help="merge a LoRA adapter into its base, verified, ready for vllm serve",
         description=(
-            "Check that the adapter belongs to the base, merge in float32 and cast to the base dtype, keep the "
-            "base metadata, reload and compare logits, run the doctor, write merge_report.json. Needs the "
-            "train extra."
+            "Check that the adapter belongs to the base (the fingerprint recorded at training, the tensor "
+            "shapes), merge tensor by tensor in float32 and cast back to the base dtype without loading the "
+            "model, keep the base metadata, reload and compare logits, run the doctor, write merge_report.json. "
+            "Needs the train extra."
         ),
         epilog=MERGE_EXAMPLE,
         run=run_merge,
     )
     merge.add_argument("--base", type=Path, required=True, metavar="BASE", help="the base model directory")
-    merge.add_argument("--adapter", type=Path, required=True, metavar="ADAPTER", help="the LoRA adapter directory")
+    merge.add_argument(
+        "--adapter",
+        type=Path,
+        required=True,
+        metavar="ADAPTER",
+        help="the LoRA adapter directory, or the train --out folder that holds it in adapter/",
+    )
     merge.add_argument("--out", type=Path, required=True, metavar="OUT", help="a new directory for the merged model")
     merge.add_argument("--force", action="store_true", help="replace OUT if it exists (only after the merge verifies)")
     merge.add_argument("--device", choices=["cpu", "cuda"], help="where to merge (default: cuda if available)")
     merge.add_argument(
         "--max-model-len", type=_positive_int, metavar="N", help="context length for the check and the vllm command"
+    )
+    merge.add_argument(
+        "--allow-base-mismatch",
+        action="store_true",
+        help="merge even if the base differs from the fingerprint recorded at training (the report says so)",
+    )
+    merge.add_argument(
+        "--max-shard-size",
+        type=_size,
+        metavar="SIZE",
+        help="largest weight file, e.g. 2GB, 500MB, 4GiB (default: 5GB; a bigger tensor gets a file of its own)",
     )
     merge.add_argument("--json", action="store_true", help="print merge_report.json on stdout")
 
@@ -127,7 +159,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 def run_merge(args: argparse.Namespace) -> int:
     from .doctor import format_report
-    from .merge import merge_adapter
+    from .merge import DEFAULT_MAX_SHARD_SIZE, merge_adapter
 
     result = merge_adapter(
         args.base,
@@ -136,6 +168,8 @@ def run_merge(args: argparse.Namespace) -> int:
         force=args.force,
         device=args.device,
         max_model_len=args.max_model_len,
+        allow_base_mismatch=args.allow_base_mismatch,
+        max_shard_size=args.max_shard_size or DEFAULT_MAX_SHARD_SIZE,
     )
     if args.json:
         print(json.dumps(result.report, ensure_ascii=False, indent=2))
@@ -146,6 +180,7 @@ def run_merge(args: argparse.Namespace) -> int:
         f"merged into {result.out} in {result.seconds:.1f} s "
         f"(max logit difference {verification['max_abs_logit_diff']}, top-1 agreement {verification['top1_agreement']})"
     )
+    print(result.base_note)
     print(f"report: {result.out / 'merge_report.json'}")
     print("serve it (in vLLM's own environment):")
     print(f"  {result.vllm_command}")
