@@ -75,7 +75,9 @@ def cpu_run(size: int, steps: int, evaluate: int) -> None:
                                show_progress=False)  # fmt: skip
         report = train(options, progress=lambda _: None).report
         evaluation = report["evaluation"].get("all", {})
-        print(f"\n## CPU training ({size} records, 2-layer tiny Llama, train defaults, {torch.get_num_threads()} threads)\n")
+        print(
+            f"\n## CPU training ({size} records, 2-layer tiny Llama, train defaults, {torch.get_num_threads()} threads)\n"
+        )
         print("| measure | result |")
         print("| --- | --- |")
         print(f"| build + tokenizer + tiny base | {prepared_s:.1f} s |")

@@ -19,7 +19,7 @@ def _require_train_extra() -> None:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Tokenizers, a base model, broken variants, LoRA adapters and plain merges, built once."""
     _require_train_extra()
-    from .tiny import build
+    from ..tiny_model import build
 
     return build(tmp_path_factory.mktemp("tiny"))
 
