@@ -4,11 +4,14 @@ Every prompt is rendered with the one prompt layout (prompt.py) from the same in
 dataset uses, with the first instruction phrasing of the task's pool, so what the server sends
 is a prompt the model was trained on.
 
-Recommendation streams send ``challenge`` events while the answer arrives, then exactly one
-``close`` with the parsed answer, or one ``error``; nothing follows either. Each event's data is
-one JSON object ``{"status", "message", "data"}``: a text piece for ``challenge``, the
-recommendation for ``close``, null for ``error``. Validation errors arrive as an ``error`` event
-with status 400 in a 200 stream, because a browser's EventSource cannot read a non-200 body.
+Recommendation streams send one ``challenge`` event per challenge as soon as its line is complete
+and passes the dataset's checks, then exactly one ``close`` with the parsed answer, or one
+``error``; nothing follows either. An answer the token limit cut, one without the model's stop,
+one that does not parse, has the wrong count or a line that fails the checks ends in ``error``,
+never in ``close`` (answer_lines.py). Each event's data is one JSON object ``{"status",
+"message", "data"}``: the challenge for ``challenge``, the recommendation for ``close``, ``{"code"}``
+for ``error``. Validation errors arrive as an ``error`` event with status 400 in a 200 stream,
+because a browser's EventSource cannot read a non-200 body.
 
 fastapi is imported inside :func:`create_app` (the ``serve`` extra).
 """
@@ -27,13 +30,15 @@ from pydantic import ValidationError
 from ..checks.record import RecordChecker
 from ..errors import FormatError, KochallengeError
 from ..formats import parse_recommendation
-from ..models import Recommendation, Task, WeeklyRecord
+from ..models import Challenge, Recommendation, Task, WeeklyRecord
 from ..pool_files import Category
 from ..pools import Pools
 from ..prompt import PromptLayout, serving_instruction
 from ..templates import Templates
 from ..text import FEEDBACK_LIMIT, nfc, trim
-from .backends import Backend, BackendError, GenerationRequest, collect
+from .answer_lines import AnswerError, AnswerLines
+from .backends import Backend, BackendError, BackendTimeout, BackendUnavailable, Finish, GenerationRequest, collect
+from .guided import recommendation_regex
 from .sessions import SessionStore, Turn
 from .sse import format_event
 
@@ -58,6 +63,7 @@ class ServeSettings:
     max_field_length: int = 40
     max_session_id_length: int = 128
     json_output: bool = False
+    guided_decoding: bool = True
     feedback_limit: int = FEEDBACK_LIMIT
 
 
@@ -65,6 +71,7 @@ class RequestError(KochallengeError):
     """A request field that is missing or invalid (status 400); the message starts with the field."""
 
     status = 400
+    code = "invalid_request"
 
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(f"{field_name}: {message}")
@@ -211,8 +218,17 @@ def payload(status: int, message: str, data: object) -> dict[str, Any]:
     return {"status": status, "message": message, "data": data}
 
 
-def error_payload(status: int, message: str) -> dict[str, Any]:
-    return payload(status, message, None)
+def error_payload(status: int, message: str, code: str) -> dict[str, Any]:
+    """An error body: ``data.code`` is the stable reason clients branch on (see the module docstring)."""
+    return payload(status, message, {"code": code})
+
+
+def backend_error_code(exc: BackendError) -> str:
+    if isinstance(exc, BackendUnavailable):
+        return "backend_unavailable"
+    if isinstance(exc, BackendTimeout):
+        return "backend_timeout"
+    return "backend_error"
 
 
 def challenge_category(title: str, text: str, pools: Pools, current: str | None) -> Category:
@@ -227,20 +243,34 @@ def challenge_category(title: str, text: str, pools: Pools, current: str | None)
     return category_named_in(text, pools) or pools.categories[0]
 
 
+def challenge_data(challenge: Challenge, pools: Pools, current: str | None) -> dict[str, Any]:
+    """``{"title", "description", "category", "label"}`` for one challenge."""
+    category = challenge_category(challenge.title, f"{challenge.title} {challenge.description}", pools, current)
+    return {
+        "title": challenge.title,
+        "description": challenge.description,
+        "category": category.key,
+        "label": category.name,
+    }
+
+
 def close_data(recommendation: Recommendation, pools: Pools, current: str | None) -> dict[str, Any]:
     """``{"recommend", "challenges": [{"title", "description", "category", "label"}]}``."""
-    items = []
-    for challenge in recommendation.challenges:
-        category = challenge_category(challenge.title, f"{challenge.title} {challenge.description}", pools, current)
-        items.append(
-            {
-                "title": challenge.title,
-                "description": challenge.description,
-                "category": category.key,
-                "label": category.name,
-            }
-        )
+    items = [challenge_data(c, pools, current) for c in recommendation.challenges]
     return {"recommend": recommendation.recommend, "challenges": items}
+
+
+def json_answer(text: str, finish: Finish, expected: int) -> Recommendation:
+    """The JSON object form (``--json-output``), delivered only after a real stop."""
+    if finish.reason == "length":
+        raise AnswerError("truncated", "the model reached the token limit before finishing its answer")
+    if finish.reason != "stop":
+        raise AnswerError("no_eos", f"the answer ended without the model's stop token (finish: {finish.reason})")
+    try:
+        return parse_recommendation(text.strip(), expected)
+    except FormatError as exc:
+        code = "wrong_count" if "challenges, found" in str(exc) else "unparsable"
+        raise AnswerError(code, f"the model's answer is not a valid recommendation: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,6 +287,8 @@ class ChatService:
     layout: PromptLayout
     sessions: SessionStore = field(default_factory=SessionStore)
     settings: ServeSettings = field(default_factory=ServeSettings)
+    on_generation: Callable[[str, int | None], None] | None = None
+    """Called once per finished generation with the endpoint kind and the tokens generated (metrics)."""
     checker: RecordChecker = field(init=False)
 
     def __post_init__(self) -> None:
@@ -285,15 +317,23 @@ class ChatService:
         return self.prompt("feedback", weekly_record_input(record))
 
     def generation_request(self, prompt: str) -> GenerationRequest:
-        schema = recommendation_schema(self.settings.expected_challenges) if self.settings.json_output else None
-        return GenerationRequest(prompt=prompt, max_tokens=self.settings.max_tokens, json_schema=schema)
+        """Greedy, limited to the trained answer length, held to the newline format where the backend can."""
+        expected = self.settings.expected_challenges
+        if self.settings.json_output:
+            return GenerationRequest(prompt, self.settings.max_tokens, json_schema=recommendation_schema(expected))
+        regex = recommendation_regex(expected) if self.settings.guided_decoding else None
+        return GenerationRequest(prompt=prompt, max_tokens=self.settings.max_tokens, regex=regex)
+
+    def _finished(self, kind: str, finish: Finish | None) -> None:
+        if self.on_generation is not None:
+            self.on_generation(kind, finish.tokens if finish is not None else None)
 
     # flows ----------------------------------------------------------------------------------
     async def base_info_events(self, params: Mapping[str, str]) -> AsyncIterator[bytes]:
         try:
             request = parse_base_info(params, self.pools, self.settings)
         except RequestError as exc:
-            yield format_event("error", error_payload(exc.status, str(exc)))
+            yield format_event("error", error_payload(exc.status, str(exc), exc.code))
             return
         session = self.sessions.touch(request.session_id)
         session.category = request.category.key
@@ -307,7 +347,7 @@ class ChatService:
         try:
             request = parse_free_text(params, self.settings)
         except RequestError as exc:
-            yield format_event("error", error_payload(exc.status, str(exc)))
+            yield format_event("error", error_payload(exc.status, str(exc), exc.code))
             return
         session = self.sessions.touch(request.session_id)
         named = category_named_in(request.message, self.pools)
@@ -322,43 +362,73 @@ class ChatService:
     async def recommendation_events(
         self, prompt: str, session_id: str, kind: str, input_text: str, category: str | None
     ) -> AsyncIterator[bytes]:
-        """``challenge`` events as text arrives, then one ``close`` or one ``error``."""
-        pieces: list[str] = []
+        """One ``challenge`` event per complete, valid line, then one ``close`` or one ``error``."""
+        task: Task = "base_info" if kind == "base_info" else "free_text"
+        lines = AnswerLines(self.settings.expected_challenges, task, serving_instruction(self.pools, task), input_text)
+        finish: Finish | None = None
+        sent = 0
         try:
-            async for piece in self.backend.stream(self.generation_request(prompt)):
-                pieces.append(piece)
-                yield format_event("challenge", payload(200, "streaming", piece))
-            answer = "".join(pieces).strip()
-            recommendation = parse_recommendation(answer, self.settings.expected_challenges)
+            if self.settings.json_output:
+                text, finish = await collect(self.backend, self.generation_request(prompt))
+                recommendation = json_answer(text, finish, self.settings.expected_challenges)
+                pending = list(recommendation.challenges)
+            else:
+                async for piece in self.backend.stream(self.generation_request(prompt)):
+                    if isinstance(piece, Finish):
+                        finish = piece
+                        continue
+                    for challenge in lines.push(piece):
+                        sent += 1
+                        yield self._challenge_event(sent, challenge, category)
+                pending, recommendation = lines.finish(finish.reason if finish is not None else "unknown")
+            for challenge in pending:
+                sent += 1
+                yield self._challenge_event(sent, challenge, category)
             data = close_data(recommendation, self.pools, category)
         except BackendError as exc:
-            yield format_event("error", error_payload(exc.status, str(exc)))
+            yield format_event("error", error_payload(exc.status, str(exc), backend_error_code(exc)))
             return
-        except FormatError as exc:
-            yield format_event("error", error_payload(502, f"the model's answer is not a valid recommendation: {exc}"))
+        except AnswerError as exc:
+            self._finished(kind, finish)
+            yield format_event("error", error_payload(502, str(exc), exc.code))
             return
         except Exception:  # a bug: keep its trace in the log, and still end the stream properly
             log.exception("recommendation stream failed")
-            yield format_event("error", error_payload(500, "internal error while answering; see the server log"))
+            yield format_event(
+                "error", error_payload(500, "internal error while answering; see the server log", "internal")
+            )
             return
+        self._finished(kind, finish)
         titles = tuple(item["title"] for item in data["challenges"])
         self.sessions.add_turn(session_id, Turn(kind, input_text, titles))
         yield format_event("close", payload(200, "challenges recommended", data))
 
+    def _challenge_event(self, index: int, challenge: Challenge, category: str | None) -> bytes:
+        return format_event(
+            "challenge", payload(200, "challenge", {"index": index, **challenge_data(challenge, self.pools, category)})
+        )
+
     async def feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """Status and JSON body for POST /ai/feedback."""
         if len(body) > MAX_FEEDBACK_BODY:
-            return 413, error_payload(413, f"body: larger than {MAX_FEEDBACK_BODY} bytes")
+            return 413, error_payload(413, f"body: larger than {MAX_FEEDBACK_BODY} bytes", "too_large")
         try:
             record = parse_weekly_record(body)
         except RequestError as exc:
-            return exc.status, error_payload(exc.status, str(exc))
+            return exc.status, error_payload(exc.status, str(exc), exc.code)
         prompt = self.feedback_prompt(record)
         request = GenerationRequest(prompt=prompt, max_tokens=self.settings.feedback_max_tokens)
         try:
-            text = await collect(self.backend, request)
+            text, finish = await collect(self.backend, request)
         except BackendError as exc:
-            return exc.status, error_payload(exc.status, str(exc))
+            return exc.status, error_payload(exc.status, str(exc), backend_error_code(exc))
+        self._finished("feedback", finish)
+        if finish.reason == "length":
+            return 502, error_payload(
+                502, "the model reached the token limit before finishing its feedback", "truncated"
+            )
+        if finish.reason != "stop":
+            return 502, error_payload(502, f"the feedback ended without the model's stop ({finish.reason})", "no_eos")
         feedback = trim(text.strip(), self.settings.feedback_limit)
         candidate = {
             "instruction": serving_instruction(self.pools, "feedback"),
@@ -368,7 +438,7 @@ class ChatService:
         findings = self.checker.check(0, candidate, "feedback")
         if findings:
             problems = "; ".join(f"{f.code}: {f.message}" for f in findings[:3])
-            return 502, error_payload(502, f"the model's feedback fails the dataset checks: {problems}")
+            return 502, error_payload(502, f"the model's feedback fails the dataset checks: {problems}", "invalid_line")
         return 200, payload(200, "feedback generated", {"feedback": feedback})
 
 

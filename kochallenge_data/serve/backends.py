@@ -4,9 +4,14 @@ Both take the exact training prompt and yield text pieces that never cut a chara
 Every failure becomes a :class:`BackendError` with an HTTP-style status and a message that says
 what to do, which the API turns into an ``error`` event.
 
+Every stream ends with one :class:`Finish` after its text: why generation stopped (``stop`` for the
+model's own eos, ``length`` for the token limit) and how many tokens it wrote, so the API can refuse
+to deliver an answer the limit cut short.
+
 - :class:`OpenAICompletionsBackend` streams ``POST /v1/completions`` (text completions, so the
-  prompt is sent as trained, with no chat template). JSON output uses vLLM's
-  ``structured_outputs: {"json": schema}``; the old ``guided_json`` fields were removed in vLLM 0.12.
+  prompt is sent as trained, with no chat template). Guided decoding uses vLLM's
+  ``structured_outputs: {"regex": ...}`` (or ``{"json": schema}``); the old ``guided_*`` fields were
+  removed in vLLM 0.12.
 - :class:`TransformersBackend` runs ``generate`` in a worker thread for development and tests.
 
 httpx, torch and transformers are imported inside the functions that need them.
@@ -51,26 +56,48 @@ class BackendTimeout(BackendError):
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What to generate: the training-layout prompt, a token budget and, optionally, a JSON schema."""
+    """What to generate: the training-layout prompt, a token budget and, optionally, a decoding constraint
+    (a regular expression or a JSON schema) for backends that can enforce one."""
 
     prompt: str
     max_tokens: int = 256
     json_schema: Mapping[str, Any] | None = None
+    regex: str | None = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How a generation ended: ``stop`` (the model's eos or a stop string), ``length`` (the token limit) or
+    ``unknown`` (the backend did not say); ``tokens`` is how many it generated, when known."""
+
+    reason: str
+    tokens: int | None = None
+
+
+Piece = str | Finish
+"""What a backend stream yields: text pieces, then exactly one Finish."""
 
 
 class Backend(Protocol):
     name: str
 
-    def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        """Text pieces as they are generated; raises BackendError."""
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Piece]:
+        """Text pieces as they are generated, then one Finish; raises BackendError."""
         ...
 
     async def aclose(self) -> None: ...
 
 
-async def collect(backend: Backend, request: GenerationRequest) -> str:
-    """The whole answer as one string (for feedback, which is not streamed)."""
-    return "".join([piece async for piece in backend.stream(request)])
+async def collect(backend: Backend, request: GenerationRequest) -> tuple[str, Finish]:
+    """The whole answer as one string and how it ended (for feedback, which is not streamed)."""
+    pieces: list[str] = []
+    finish = Finish("unknown")
+    async for piece in backend.stream(request):
+        if isinstance(piece, Finish):
+            finish = piece
+        else:
+            pieces.append(piece)
+    return "".join(pieces), finish
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,14 +121,27 @@ def completion_body(model: str, request: GenerationRequest) -> dict[str, Any]:
         "max_tokens": request.max_tokens,
         "temperature": 0.0,
         "stream": True,
+        # The last chunk then carries usage.completion_tokens (OpenAI's and vLLM's stream option).
+        "stream_options": {"include_usage": True},
     }
     if request.json_schema is not None:
         body["structured_outputs"] = {"json": dict(request.json_schema)}
+    elif request.regex is not None:
+        body["structured_outputs"] = {"regex": request.regex}
     return body
 
 
-def completion_text(data: str) -> str:
-    """The text of one streamed completion chunk; an ``error`` object from the server is raised."""
+@dataclass(frozen=True)
+class Chunk:
+    """One streamed completion chunk: its text, and the finish reason and token count when it carries them."""
+
+    text: str
+    finish_reason: str | None = None
+    completion_tokens: int | None = None
+
+
+def parse_chunk(data: str) -> Chunk:
+    """One streamed completion chunk; an ``error`` object from the server is raised."""
     try:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -112,13 +152,24 @@ def completion_text(data: str) -> str:
         error = chunk["error"]
         message = error.get("message") if isinstance(error, dict) else error
         raise BackendError(f"the backend reported an error mid-stream: {message}")
+    usage = chunk.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    tokens = tokens if isinstance(tokens, int) else None
     choices = chunk.get("choices")
+    if isinstance(choices, list) and not choices and tokens is not None:
+        return Chunk("", None, tokens)  # the usage-only chunk that include_usage adds at the end
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise BackendError(f"the backend sent a chunk without choices: {data[:120]!r}")
     text = choices[0].get("text", "")
     if not isinstance(text, str):
         raise BackendError("the backend sent a choice whose text is not a string")
-    return text
+    reason = choices[0].get("finish_reason")
+    return Chunk(text, reason if isinstance(reason, str) else None, tokens)
+
+
+def completion_text(data: str) -> str:
+    """The text of one streamed completion chunk."""
+    return parse_chunk(data).text
 
 
 def error_message(status: int, body: bytes) -> str:
@@ -156,7 +207,7 @@ class OpenAICompletionsBackend:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Piece]:
         import httpx
 
         url = f"{self.base_url}/v1/completions"
@@ -179,7 +230,7 @@ class OpenAICompletionsBackend:
         except StreamDecodeError as exc:
             raise BackendError(str(exc)) from exc
 
-    async def _stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+    async def _stream(self, request: GenerationRequest) -> AsyncIterator[Piece]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.total
         body = completion_body(self.model, request)
@@ -193,12 +244,17 @@ class OpenAICompletionsBackend:
                 )
             decoder, parser, text = Utf8Decoder(), SseParser(), TextStream()
             done = False
+            reason: str | None = None
+            tokens: int | None = None
             async for chunk in response.aiter_raw():
                 for event in parser.feed(decoder.feed(chunk)):
                     if event.data.strip() == "[DONE]":
                         done = True
                         break
-                    ready = text.push(completion_text(event.data))
+                    parsed = parse_chunk(event.data)
+                    reason = parsed.finish_reason or reason
+                    tokens = parsed.completion_tokens if parsed.completion_tokens is not None else tokens
+                    ready = text.push(parsed.text)
                     if ready:
                         yield ready
                 if done:
@@ -211,6 +267,7 @@ class OpenAICompletionsBackend:
             tail = text.finish()
             if tail:
                 yield tail
+            yield Finish(reason or "unknown", tokens)
 
 
 async def _read_capped(response: Any, limit: int) -> bytes:
@@ -227,6 +284,15 @@ async def _read_capped(response: Any, limit: int) -> bytes:
 
 
 _END = object()
+
+
+def generation_finish(new_ids: list[int], eos: int | None, max_tokens: int) -> Finish:
+    """Why ``generate`` stopped, from the tokens it wrote: eos last means the model ended its answer."""
+    if new_ids and eos is not None and new_ids[-1] == eos:
+        return Finish("stop", len(new_ids))
+    if len(new_ids) >= max_tokens:
+        return Finish("length", len(new_ids))
+    return Finish("cancelled", len(new_ids))
 
 
 class TransformersBackend:
@@ -269,7 +335,7 @@ class TransformersBackend:
         ids: list[int] = list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
         return ids
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Piece]:
         loop = asyncio.get_running_loop()
         async with self._turns.setdefault(loop, asyncio.Lock()):
             queue: asyncio.Queue[object] = asyncio.Queue()
@@ -280,6 +346,7 @@ class TransformersBackend:
             worker.start()
             decoder = TokenDecoder(lambda ids: str(self.tokenizer.decode(list(ids), skip_special_tokens=True)))
             text = TextStream()
+            finish = Finish("unknown")
             try:
                 while True:
                     try:
@@ -290,6 +357,9 @@ class TransformersBackend:
                         break
                     if isinstance(item, BaseException):
                         raise BackendError(f"generation failed: {type(item).__name__}: {item}") from item
+                    if isinstance(item, Finish):
+                        finish = item
+                        continue
                     assert isinstance(item, list)
                     ready = text.push(decoder.push(item))
                     if ready:
@@ -297,6 +367,7 @@ class TransformersBackend:
                 tail = text.finish(decoder.finish())
                 if tail:
                     yield tail
+                yield finish
             finally:
                 stop.set()
                 await asyncio.to_thread(worker.join, 5.0)
@@ -338,7 +409,7 @@ class TransformersBackend:
             eos = self.tokenizer.eos_token_id
             pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
             with torch.no_grad():
-                self.model.generate(
+                output = self.model.generate(
                     input_ids=ids,
                     attention_mask=torch.ones_like(ids),
                     max_new_tokens=request.max_tokens,
@@ -348,6 +419,7 @@ class TransformersBackend:
                     streamer=QueueStreamer(),
                     stopping_criteria=StoppingCriteriaList([StopWhenAsked()]),
                 )
+            send(generation_finish([int(i) for i in output[0, ids.shape[1] :].tolist()], eos, request.max_tokens))
         except Exception as exc:  # reported to the request as a BackendError
             send(exc)
         finally:

@@ -59,26 +59,34 @@ def post_feedback(base_url: str, body: bytes) -> httpx.Response:
         return client.post(FEEDBACK_PATH, content=body, headers={"content-type": "application/json"})
 
 
+ERROR_CODES = {
+    "invalid_request", "truncated", "no_eos", "unparsable", "wrong_count", "invalid_line", "backend_error",
+    "backend_unavailable", "backend_timeout", "internal", "too_large",
+}  # fmt: skip
+
+
 def assert_well_formed(stream: Stream) -> None:
-    """challenge* then exactly one close or error, nothing after; every piece whole, NFC text."""
+    """challenge* then exactly one close or error, nothing after; each challenge one whole, numbered line."""
     assert stream.status == 200
     assert stream.content_type.startswith("text/event-stream")
     assert stream.names, "empty stream"
     *pieces, (last, data) = stream.events
     assert last in ("close", "error")
     assert all(name == "challenge" for name, _ in pieces), stream.names
-    for _, piece in pieces:
-        assert piece["status"] == 200 and isinstance(piece["data"], str) and piece["data"]
-        text = piece["data"]
-        assert "\ufffd" not in text and text == nfc(text)
-        assert not unicodedata.combining(text[0]) and not "\u1160" <= text[0] <= "\u11ff", f"split cluster {text!r}"
+    for number, (_, piece) in enumerate(pieces, start=1):
+        assert piece["status"] == 200 and piece["message"] == "challenge"
+        item = piece["data"]
+        assert list(item) == ["index", "title", "description", "category", "label"] and item["index"] == number
+        for text in (item["title"], item["description"]):
+            assert text and text == text.strip() and "\n" not in text and "\ufffd" not in text and text == nfc(text)
     if last == "error":
-        assert set(data) == {"status", "message", "data"} and data["data"] is None
+        assert set(data) == {"status", "message", "data"} and set(data["data"]) == {"code"}
+        assert data["data"]["code"] in ERROR_CODES
         assert isinstance(data["status"], int) and data["status"] >= 400 and data["message"]
 
 
-def streamed_text(stream: Stream) -> str:
-    return "".join(data["data"] for name, data in stream.events if name == "challenge")
+def streamed_lines(stream: Stream) -> list[str]:
+    return [f"{d['data']['title']}: {d['data']['description']}" for name, d in stream.events if name == "challenge"]
 
 
 def assert_close_payload(stream: Stream, expected_answer: str, categories: list[tuple[str, str]]) -> None:
@@ -96,7 +104,7 @@ def assert_close_payload(stream: Stream, expected_answer: str, categories: list[
         assert list(item) == ["title", "description", "category", "label"]
         assert f"{item['title']}: {item['description']}" == line
         assert (item["category"], item["label"]) == (key, label)
-    assert streamed_text(stream).strip() == expected_answer
+    assert streamed_lines(stream) == lines[1:], "each challenge was streamed once, whole, before the close"
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,7 +113,7 @@ def assert_close_payload(stream: Stream, expected_answer: str, categories: list[
 
 def test_base_info_streams_challenges_then_one_close(chat_server: str) -> None:
     stream = get_stream(chat_server, BASE_INFO_PATH, KNOWN_BASE_INFO)
-    assert stream.names.count("challenge") >= 3, "the answer should arrive in pieces"
+    assert stream.names == ["challenge", "challenge", "challenge", "close"]
     assert_close_payload(stream, BASE_INFO_ANSWER, [("VEGAN", "비건")] * 3)
 
 
@@ -168,18 +176,29 @@ def test_garbage_ends_in_an_error_never_a_malformed_close(garbage_server: tuple[
         stream = get_stream(url, path, params)
         assert_well_formed(stream)
         name, error = stream.last()
-        assert name == "error" and "close" not in stream.names
-        assert error["status"] == 502 and "not a valid recommendation" in error["message"]
+        assert stream.names == ["error"], "garbage never reaches the client, not even as whitespace events"
+        assert error["status"] == 502 and error["data"]["code"] in ("unparsable", "invalid_line", "truncated")
 
 
-def test_streamed_pieces_add_up_to_the_model_output_without_cut_characters(
+def test_backend_pieces_add_up_to_the_model_output_without_cut_characters(
     garbage_server: tuple[str, TransformersBackend], chat_service: ChatService
 ) -> None:
-    """The random model emits byte tokens that cut syllables; the stream loses nothing else."""
+    """The random model emits byte tokens that cut syllables; the backend's pieces lose nothing else, and the
+    stream ends with how generation stopped."""
     import torch
 
+    from kochallenge_data.serve.backends import Finish, GenerationRequest
+
     url, backend = garbage_server
-    stream = get_stream(url, BASE_INFO_PATH, KNOWN_BASE_INFO)
+    prompt = chat_service.prompt("base_info", "도시, 사무직, 비건")
+
+    async def pieces() -> list[object]:
+        return [p async for p in backend.stream(GenerationRequest(prompt, max_tokens=120))]
+
+    streamed = asyncio.run(pieces())
+    *texts, finish = streamed
+    assert finish == Finish("length", 120), "a model that never says eos hits the limit, and says so"
+    assert all(isinstance(t, str) and t for t in texts)
     prompt_ids = backend.encode(chat_service.prompt("base_info", "도시, 사무직, 비건"))
     with torch.no_grad():
         generated = backend.model.generate(
@@ -187,7 +206,9 @@ def test_streamed_pieces_add_up_to_the_model_output_without_cut_characters(
         )
     decoded = backend.tokenizer.decode(generated[0, len(prompt_ids) :], skip_special_tokens=True)
     assert "\ufffd" in decoded, "this model was expected to emit a cut character (pick another seed)"
-    assert streamed_text(stream) == nfc(decoded.replace("\ufffd", ""))
+    assert "".join(str(t) for t in texts) == nfc(decoded.replace("\ufffd", ""))
+    for text in texts:
+        assert not unicodedata.combining(str(text)[0]) and not "\u1160" <= str(text)[0] <= "\u11ff", "split cluster"
 
 
 def test_garbage_feedback_is_refused_with_the_failed_checks(garbage_server: tuple[str, TransformersBackend]) -> None:
@@ -195,7 +216,7 @@ def test_garbage_feedback_is_refused_with_the_failed_checks(garbage_server: tupl
     response = post_feedback(url, KNOWN_WEEK.encode())
     assert response.status_code == 502
     body = response.json()
-    assert body["data"] is None and "fails the dataset checks" in body["message"]
+    assert body["data"]["code"] in ("truncated", "invalid_line") and body["status"] == 502
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +275,7 @@ def test_invalid_feedback_bodies_get_a_400_naming_the_field(chat_server: str, bo
     response = post_feedback(chat_server, body)
     assert response.status_code == 400
     payload = response.json()
-    assert payload["status"] == 400 and payload["data"] is None
+    assert payload["status"] == 400 and payload["data"] == {"code": "invalid_request"}
     assert payload["message"].startswith(f"{field}: "), payload["message"]
 
 
@@ -276,6 +297,7 @@ def test_backend_down_gives_an_error_event_and_a_503(tmp_path: Path) -> None:
             assert stream.names == ["error"]
             error = stream.last()[1]
             assert error["status"] == 503 and "cannot reach vLLM" in error["message"]
+            assert error["data"] == {"code": "backend_unavailable"}
             assert "vllm serve" in error["message"]
         response = post_feedback(url, KNOWN_WEEK.encode())
         assert response.status_code == 503 and "cannot reach vLLM" in response.json()["message"]

@@ -16,6 +16,7 @@ from kochallenge_data.serve.app import BASE_INFO_PATH, create_app
 from kochallenge_data.serve.backends import (
     BackendError,
     BackendTimeout,
+    Finish,
     GenerationRequest,
     HttpTimeouts,
     OpenAICompletionsBackend,
@@ -45,14 +46,21 @@ RECOMMENDATION = (
 FEEDBACK = "텀블러로 커피 마시기를 끝까지 해냈네요! 👨‍👩‍👧 다음 주도 응원할게요! 🎉"
 
 
-def run_backend(backend: OpenAICompletionsBackend, request: GenerationRequest) -> list[str]:
-    async def go() -> list[str]:
+def run_backend_pieces(backend: OpenAICompletionsBackend, request: GenerationRequest) -> list[str | Finish]:
+    async def go() -> list[str | Finish]:
         try:
             return [piece async for piece in backend.stream(request)]
         finally:
             await backend.aclose()
 
     return asyncio.run(go())
+
+
+def run_backend(backend: OpenAICompletionsBackend, request: GenerationRequest) -> list[str]:
+    """The text pieces; the stream must end with exactly one Finish."""
+    *texts, finish = run_backend_pieces(backend, request)
+    assert isinstance(finish, Finish) and all(isinstance(t, str) for t in texts)
+    return [str(t) for t in texts]
 
 
 def assert_whole_pieces(pieces: list[str]) -> None:
@@ -90,6 +98,7 @@ def test_a_recorded_stream_cut_inside_characters_decodes_whole(recording: str, e
         "max_tokens": 64,
         "temperature": 0.0,
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
 
 

@@ -23,12 +23,18 @@ from kochallenge_data.serve.backends import HttpTimeouts, OpenAICompletionsBacke
 from kochallenge_data.serve.sessions import SessionStore
 
 from .conftest import KNOWN_BASE_INFO, make_service
-from .helpers import ReplayServer, Reply, Stream, load_recording, read_sse, serve_in_thread, split_inside_characters
+from .helpers import ReplayServer, Reply, Stream, completion_stream, read_sse, serve_in_thread, split_inside_characters
 
 WARM_UP, MORE, CONCURRENCY = 60, 180, 48
 MAX_SESSIONS = 25
 MEMORY_GROWTH_BOUND = 1_500_000  # bytes of traced Python memory between warm-up and the end
 FAILURES = ("http_error", "drop", "stall")
+VALID_ANSWER = (
+    "비건 한 끼로 가볍게 시작해 봐요 🌱\n"
+    "채식 점심 한 끼: 점심 한 끼를 채소 위주로 먹으면 탄소를 줄일 수 있어요.\n"
+    "두유 라테 주문하기: 우유 대신 두유를 골라 보면 생각보다 맛있어요.\n"
+    "비건 간식 만들기: 두부와 견과류로 간식을 만들어 나눠 먹어요."
+)
 
 
 def reply_for(index: int, chunks: list[bytes]) -> Reply:
@@ -83,7 +89,9 @@ def traced_now() -> int:
 
 @pytest.mark.train
 def test_many_sessions_with_a_backend_failing_half_the_time() -> None:
-    chunks = split_inside_characters(load_recording("vllm_recommendation.sse"), every=200)
+    # The recorded answer minus its last emoji, which the Korean-only policy forbids in a description.
+    answer = completion_stream([VALID_ANSWER[i : i + 3] for i in range(0, len(VALID_ANSWER), 3)])
+    chunks = split_inside_characters(answer, every=200)
     with ReplayServer(lambda i: reply_for(i, chunks), keep_requests=False) as replay:
         backend = OpenAICompletionsBackend(replay.url, "runs/merged", HttpTimeouts(connect=2, read=1.0, total=8))
         service = make_service(backend)
