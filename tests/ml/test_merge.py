@@ -311,7 +311,7 @@ def test_the_trained_prompt_is_carried_into_the_merged_model(train_run: Path, ti
     assert code == 0, err
     assert (out / "prompt.j2").read_bytes() == (train_run / "prompt.j2").read_bytes()
     report = json.loads((out / "merge_report.json").read_text())
-    assert report["files"]["from_train_run"] == ["prompt.j2"]
+    assert report["files"]["from_train_run"] == ["prompt.j2", "train_config.json"]  # serve reads max_new_tokens there
     assert "prompt.j2" not in report["files"]["copied_from_base"]
     assert report["prompt_template"]["from"] == str((train_run / "prompt.j2").resolve())
     checked = doctor(out, base=tiny.base, load=True)
@@ -331,7 +331,7 @@ def test_the_trained_prompt_is_found_beside_the_adapter_and_wins_over_the_base_o
     (base / "prompt.j2").write_text("### 지시문:\n{{ instruction }}\n\n### 입력:\n{{ input }}\n\n### 응답:\n")
     result = merge_adapter(base, run / "adapter", tmp_path / "merged", log=lambda _: None)
     assert (result.out / "prompt.j2").read_bytes() == TRAINED_PROMPT.encode("utf-8")
-    assert result.report["files"]["from_train_run"] == ["prompt.j2"]
+    assert result.report["files"]["from_train_run"] == ["prompt.j2", "train_config.json"]
 
 
 @pytest.mark.train

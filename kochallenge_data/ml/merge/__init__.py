@@ -165,6 +165,10 @@ def merge_adapter(
             say(f"copying the prompt template training used: {prompt['from']}")
         files = write_metadata(base_path, adapter_path, tmp, plan, inputs.base)
         files["from_train_run"] = [PROMPT_FILE] if prompt is not None else []
+        if inputs.source.train_config is not None:
+            # serve reads resolved.max_new_tokens from it: the answer budget the trained data needs
+            shutil.copyfile(inputs.source.train_config, tmp / TRAIN_CONFIG)
+            files["from_train_run"].append(TRAIN_CONFIG)
         say(f"verifying: the unmerged and the reloaded merged model run a probe in {saved_dtype}")
         verification = verify_merge(base_path, adapter_path, tmp, plan, saved_dtype, device_used)
         say("checking the merged directory with doctor")
