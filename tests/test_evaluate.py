@@ -484,6 +484,32 @@ def test_url_answers_are_scored_and_a_length_finish_is_truncated(
     assert data_out["summary"]["all"]["truncated_rate"] == round(1 / len(records), 4)
     assert data_out["run"]["url"] == url and data_out["run"]["max_new_tokens"] == 77
     assert "truncated" in capsys.readouterr().out
+    assert not any("structured_outputs" in body for body in seen), "unguided unless asked"
+
+
+def test_url_guided_decoding_sends_the_serving_regex_for_recommendations_only(
+    tmp_path: Path, fake_server: tuple[str, dict[str, tuple[str, str]], list[dict[str, Any]]]
+) -> None:
+    from kochallenge_data.checks.record import infer_task
+    from kochallenge_data.serve.guided import recommendation_regex
+
+    url, answers, seen = fake_server
+    records = build_tiny_records(size=12)
+    data = write_tiny_dataset(records, tmp_path / "data.json")
+    layout = load_prompt_layout()
+    for record in records:
+        answers[layout.render(record.instruction, record.input)] = (record.output, "stop")
+    code = main(["evaluate", "--url", url, "--data", str(data), "--out", str(tmp_path / "out"),
+                 "--pools", str(FIXTURE_POOLS), "--guided-decoding"])  # fmt: skip
+    assert code == 0
+    by_prompt = {body["prompt"]: body for body in seen}
+    for record in records:
+        body = by_prompt[layout.render(record.instruction, record.input)]
+        if infer_task(record.model_dump()) == "feedback":
+            assert "structured_outputs" not in body
+        else:
+            assert body["structured_outputs"] == {"regex": recommendation_regex(3)}
+    assert orjson.loads((tmp_path / "out" / "evaluation.json").read_bytes())["run"]["guided_decoding"] is True
 
 
 def test_url_http_error_and_stall_are_clean_errors(tmp_path: Path, capsys: Any) -> None:

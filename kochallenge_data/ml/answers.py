@@ -260,24 +260,31 @@ class ServerSettings:
 
 
 def generate_with_server(
-    settings: ServerSettings, prompts: Sequence[str], *, batch_size: int, progress: Progress | None = None
+    settings: ServerSettings,
+    prompts: Sequence[str],
+    *,
+    batch_size: int,
+    regexes: Sequence[str | None] | None = None,
+    progress: Progress | None = None,
 ) -> list[Generation]:
-    """Greedy answers from ``POST {url}/v1/completions``, ``batch_size`` requests in flight at a time."""
+    """Greedy answers from ``POST {url}/v1/completions``, ``batch_size`` requests in flight at a time; a regex
+    beside a prompt is sent as vLLM's ``structured_outputs.regex`` for it."""
     if batch_size < 1:
         raise KochallengeError(f"--batch-size must be positive (got {batch_size})")
-    return asyncio.run(_generate_all(settings, prompts, batch_size, progress))
+    constraints = list(regexes) if regexes is not None else [None] * len(prompts)
+    return asyncio.run(_generate_all(settings, list(zip(prompts, constraints, strict=True)), batch_size, progress))
 
 
 async def _generate_all(
-    settings: ServerSettings, prompts: Sequence[str], batch_size: int, progress: Progress | None
+    settings: ServerSettings, items: Sequence[tuple[str, str | None]], batch_size: int, progress: Progress | None
 ) -> list[Generation]:
     async with _client(settings) as client:
         generations: list[Generation] = []
-        for start in range(0, len(prompts), batch_size):
-            batch = prompts[start : start + batch_size]
-            generations += await asyncio.gather(*(_complete(client, settings, p) for p in batch))
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            generations += await asyncio.gather(*(_complete(client, settings, p, r) for p, r in batch))
             if progress is not None:
-                progress(len(generations), len(prompts))
+                progress(len(generations), len(items))
         return generations
 
 
@@ -291,13 +298,15 @@ def _client(settings: ServerSettings) -> Any:
     )
 
 
-async def _complete(client: Any, settings: ServerSettings, prompt: str) -> Generation:
-    body = {
+async def _complete(client: Any, settings: ServerSettings, prompt: str, regex: str | None) -> Generation:
+    body: dict[str, Any] = {
         "model": settings.model_name,
         "prompt": prompt,
         "max_tokens": settings.max_new_tokens,
         "temperature": 0,
     }
+    if regex is not None:
+        body["structured_outputs"] = {"regex": regex}
     data = await _request(client, settings, "POST", "/v1/completions", body)
     return completion_generation(data, settings.url)
 

@@ -96,6 +96,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds per --url answer"
     )
+    parser.add_argument(
+        "--guided-decoding",
+        action="store_true",
+        help="with --url: hold recommendation answers to the newline format by vLLM's structured_outputs regex, "
+        "as serve does; run with and without it to measure what it changes",
+    )
+
+
+def _guided_regexes(records: list[dict[str, str]], expected: int) -> list[str | None]:
+    """The newline-format regex for each recommendation record (what serve sends), none for feedback."""
+    from ..checks.record import infer_task
+    from ..serve.guided import recommendation_regex
+
+    regex = recommendation_regex(expected)
+    return [None if infer_task(r) == "feedback" else regex for r in records]
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -107,6 +122,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .answers import DEFAULT_MAX_NEW_TOKENS, ServerSettings, generate_with_server, load_model, server_model_name
     from .evaluate import generate_with_model, score_answers, select_records, summary_table, write_evaluation
 
+    if args.guided_decoding and args.url is None:
+        raise KochallengeError("--guided-decoding goes with --url: only a vLLM server enforces the regex")
     if args.model_name and args.url is None:
         raise KochallengeError("--model-name goes with --url; a --model directory names itself")
     records = usable_records(args.data, read_dataset(args.data))
@@ -150,7 +167,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
         prompts = [layout.render(r["instruction"], r["input"]) for r in chosen]
         settings = ServerSettings(url=args.url, model_name=name, max_new_tokens=max_new_tokens, timeout_s=args.timeout)
-        generations = generate_with_server(settings, prompts, batch_size=args.batch_size, progress=_progress)
+        regexes = _guided_regexes(chosen, args.challenges) if args.guided_decoding else None
+        run.update(guided_decoding=bool(args.guided_decoding))
+        generations = generate_with_server(
+            settings, prompts, batch_size=args.batch_size, regexes=regexes, progress=_progress
+        )
     run["generation_seconds"] = round(time.perf_counter() - started, 1)
     evaluation = score_answers(
         chosen, generations, pools=pools, expected_challenges=args.challenges, indexes=indexes, run=run
