@@ -782,3 +782,113 @@ def test_trainer_style_merge_passes_with_allowed_differences(tiny: Any) -> None:
     assert "trainer_leftover" in report.codes
     allowed = {f.file for f in report.with_code("base_diff_allowed")}
     assert {"config.json", "tokenizer_config.json"} <= allowed
+
+
+# --- weights=False (doctor --no-weights): a router host with config and tokenizer files only ------
+
+
+def without_weights(path: Path) -> Path:
+    for shard in [*path.glob("*.safetensors"), *path.glob("*.safetensors.index.json")]:
+        shard.unlink()
+    return path
+
+
+def test_no_weights_passes_a_config_and_tokenizer_folder(model: Path) -> None:
+    without_weights(model)
+    assert "weights_missing" in errors(model)
+    report = doctor(model, weights=False)
+    assert report.exit_code() == 0, format_report(report)
+    assert not report.errors and not report.warnings
+    assert (report.facts["vocab_size"], report.facts["eos_token_id"], report.facts["max_model_len"]) == (320, 2, 256)
+    assert all(report.facts[k] is None for k in ("embedding_rows", "weights_dtype", "parameters", "shards"))
+    assert report.to_dict()["weights_checked"] is False
+    assert "weights not checked" in format_report(report)
+    assert doctor(model).to_dict()["weights_checked"] is True
+
+
+def test_no_weights_does_not_read_the_weight_files(model: Path, tmp_path: Path) -> None:
+    edit_json(model / "config.json", lambda c: c.update(intermediate_size=96, dtype="float32"))
+    assert {"shape_mismatch"} <= errors(model) and "dtype_mismatch" in codes(model)
+    assert doctor(model, weights=False).exit_code() == 0
+    (model / "model.safetensors").write_bytes(b"\x01\x02")
+    assert "safetensors_invalid" in errors(model)
+    assert doctor(model, weights=False).exit_code() == 0
+    sharded = make_model_dir(tmp_path / "sharded", sharded=True)
+    (sharded / "model-00002-of-00002.safetensors").unlink()
+    assert "shard_missing" in errors(sharded)
+    assert doctor(sharded, weights=False).exit_code() == 0
+
+
+@pytest.mark.parametrize(
+    ("breakage", "code"),
+    [
+        ("eos_blank", "eos_blank"),
+        ("no_tokenizer", "tokenizer_missing"),
+        ("small_vocab", "token_id_out_of_range"),
+        ("eos_ids_disagree", "eos_inconsistent"),
+        ("newline_normalizer", "newline_normalized"),
+    ],
+)
+def test_no_weights_keeps_every_tokenizer_and_config_check(model: Path, breakage: str, code: str) -> None:
+    without_weights(model)
+    if breakage == "eos_blank":
+        edit_json(model / "tokenizer_config.json", lambda c: c.update(eos_token=" "))
+    elif breakage == "no_tokenizer":
+        (model / "tokenizer.json").unlink()
+    elif breakage == "small_vocab":
+        edit_json(model / "config.json", lambda c: c.update(vocab_size=100))
+    elif breakage == "eos_ids_disagree":
+        edit_json(model / "generation_config.json", lambda c: c.update(eos_token_id=5))
+    else:
+        pattern = {"String": "\n"}
+        edit_json(model / "tokenizer.json", lambda t: t.update(normalizer={"type": "Replace", "pattern": pattern}))
+    report = doctor(model, weights=False)
+    assert code in {f.code for f in report.errors}, format_report(report)
+    assert report.exit_code() == 1
+
+
+def test_no_weights_keeps_the_context_and_structure_checks(model: Path, tmp_path: Path) -> None:
+    without_weights(model)
+    assert "context_length" in errors(model, max_model_len=4096, weights=False)
+    (model / "config.json").unlink()
+    assert doctor(model, weights=False).exit_code() == 2
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    write_json(adapter / "adapter_config.json", {"peft_type": "LORA", "r": 4})
+    assert "adapter_dir" in codes(adapter, weights=False)
+
+
+def test_no_weights_compares_metadata_with_a_base(model: Path, tmp_path: Path) -> None:
+    base = shutil.copytree(model, tmp_path / "base")
+    without_weights(model)
+    report = doctor(model, base=base, weights=False)
+    assert report.exit_code() == 0, format_report(report)
+    report = doctor(model, base=without_weights(base), weights=False)
+    assert report.exit_code() == 0, format_report(report)
+    edit_json(model / "config.json", lambda c: c.update(num_hidden_layers=3))
+    assert "base_diff_not_allowed" in errors(model, base=base, weights=False)
+
+
+def test_cli_no_weights(model: Path) -> None:
+    without_weights(model)
+    code, out, _ = run_cli(["doctor", str(model)])
+    assert code == 1 and "weights_missing" in out
+    code, out, _ = run_cli(["doctor", str(model), "--no-weights"])
+    assert code == 0 and "weights not checked" in out and "sound" in out
+    code, out, _ = run_cli(["doctor", str(model), "--no-weights", "--json"])
+    assert code == 0 and json.loads(out)["weights_checked"] is False
+    edit_json(model / "tokenizer_config.json", lambda c: c.update(eos_token=" "))
+    assert run_cli(["doctor", str(model), "--no-weights"])[0] == 1
+    assert "--no-weights" in run_cli(["doctor", "--help"])[1]
+
+
+@pytest.mark.train
+def test_no_weights_load_loads_the_tokenizer_only(tiny: Any, tmp_path: Path) -> None:
+    path = without_weights(shutil.copytree(tiny.base, tmp_path / "m"))
+    report = doctor(path, load=True, weights=False)
+    assert report.exit_code() == 0, format_report(report)
+    broken = without_weights(shutil.copytree(tiny.eos_space, tmp_path / "eos_space"))
+    report = doctor(broken, base=tiny.base, load=True, weights=False)
+    found = {f.code for f in report.errors}
+    assert {"eos_blank", "token_id_out_of_range"} <= found, format_report(report)
+    assert "forward_failed" not in found and "load_failed" not in found

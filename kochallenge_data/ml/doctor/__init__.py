@@ -4,7 +4,9 @@ Reads JSON configs, tokenizer files and safetensors headers only: no torch, no w
 directory is checked in well under a second. Every problem is a :class:`Finding` with a stable code
 from :data:`CODES`, a severity, the file, what breaks and how to fix it. ``load=True`` adds the
 checks that need the ``train`` extra (tokenizer loaded as vLLM loads it, a probe round trip and one
-CPU forward pass); they live in :func:`load_checks` and import transformers lazily.
+CPU forward pass); they live in :func:`load_checks` and import transformers lazily. ``weights=False``
+(``doctor --no-weights``) checks a folder of config and tokenizer files only: the router host, which
+renders prompts for a vLLM server that holds the weights.
 
 Exit codes (:attr:`DoctorReport.exit_code`): 0 sound, 1 problems (errors; warnings too with
 ``strict``), 2 not a model directory or unreadable.

@@ -50,12 +50,15 @@ class Tokenizer:
 class Inspection:
     """A directory read once: configs, weights, tokenizer. Checks are functions over this."""
 
-    def __init__(self, root: Path, label: str = "") -> None:
+    def __init__(self, root: Path, label: str = "", *, weights: bool = True) -> None:
         self.dir = ModelDir(root, label)
         self.config: dict[str, Any] | None = None
         self.weights = Weights()
         self.tok = Tokenizer()
         self.is_adapter = False
+        # False on a router host apart from vLLM: the weight files are not read at all (not even their headers),
+        # so a folder of config and tokenizer files inspects like a full one minus the weight checks.
+        self.weights_read = weights
         if self.dir.exists:
             self._read()
 
@@ -74,7 +77,8 @@ class Inspection:
         d = self.dir
         self.is_adapter = d.has("adapter_config.json") or d.has("adapter_model.safetensors")
         self.config = d.json("config.json") if d.has("config.json") else None
-        self._read_weights()
+        if self.weights_read:
+            self._read_weights()
         self._read_tokenizer()
 
     # weights --------------------------------------------------------------------------------

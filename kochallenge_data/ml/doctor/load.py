@@ -17,8 +17,11 @@ PROBE = "안녕하세요! 오늘의 챌린지 🌱♻️\n둘째 줄: 텀블러 
 """Korean, emoji (with a skin-tone modifier), a newline and rare Hangul: what the datasets contain."""
 
 
-def load_checks(model_dir: Path, facts: Mapping[str, Any], *, base: Path | None = None) -> list[Finding]:
-    """Load the tokenizer as vLLM does, round-trip :data:`PROBE`, run one CPU forward pass."""
+def load_checks(
+    model_dir: Path, facts: Mapping[str, Any], *, base: Path | None = None, weights: bool = True
+) -> list[Finding]:
+    """Load the tokenizer as vLLM does, round-trip :data:`PROBE`, run one CPU forward pass (``weights=False``:
+    the tokenizer only, for a folder without weights)."""
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -97,6 +100,8 @@ def load_checks(model_dir: Path, facts: Mapping[str, Any], *, base: Path | None 
                 )
         except Exception as exc:  # the base is only a reference here
             add("base_unreadable", "warning", "tokenizer", f"the base tokenizer does not load: {_first_line(exc)}")
+    if not weights:
+        return findings
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="auto")
     except Exception as exc:  # any loader failure is the finding

@@ -86,6 +86,7 @@ class DoctorReport:
     facts: dict[str, Any] = field(default_factory=dict)
     base_dir: str | None = None
     seconds: float = 0.0
+    weights_checked: bool = True
 
     @property
     def errors(self) -> list[Finding]:
@@ -117,6 +118,7 @@ class DoctorReport:
         return {
             "model_dir": self.model_dir,
             "base_dir": self.base_dir,
+            "weights_checked": self.weights_checked,
             "exit_code": self.exit_code(),
             "errors": len(self.errors),
             "warnings": len(self.warnings),
@@ -128,7 +130,11 @@ class DoctorReport:
 
 def format_report(report: DoctorReport) -> str:
     """A readable table: severity, code, file, message, then the fix indented."""
-    lines = [f"doctor {report.model_dir}" + (f" (base {report.base_dir})" if report.base_dir else "")]
+    lines = [
+        f"doctor {report.model_dir}"
+        + (f" (base {report.base_dir})" if report.base_dir else "")
+        + ("" if report.weights_checked else " [config and tokenizer only: weights not checked]")
+    ]
     facts = report.facts
     if facts:
         lines.append(

@@ -32,11 +32,14 @@ from .tokenizer_checks import (
 )
 from .values import config_dtype
 
+WEIGHT_FACTS = ("embedding_rows", "weights_dtype", "parameters", "shards")
+"""Facts read from the weight files: None (unknown, not zero) when the weights were not read."""
+
 
 def collect_facts(ins: Inspection) -> dict[str, Any]:
     cfg = ins.text
     eos, eos_id, cfg_ids, gen_ids = eos_ids(ins)
-    return {
+    facts = {
         "model_type": (ins.config or {}).get("model_type"),
         "architectures": (ins.config or {}).get("architectures"),
         "vocab_size": cfg.get("vocab_size"),
@@ -55,15 +58,20 @@ def collect_facts(ins: Inspection) -> dict[str, Any]:
         "generation_eos_token_id": gen_ids,
         "max_model_len": derived_max_len(cfg),
     }
+    if not ins.weights_read:
+        facts.update(dict.fromkeys(WEIGHT_FACTS))
+    return facts
 
 
-def inspect_dir(path: Path, *, max_model_len: int | None = None, label: str = "") -> Inspection:
-    """Run every file-level check on one directory."""
-    ins = Inspection(path, label)
+def inspect_dir(path: Path, *, max_model_len: int | None = None, label: str = "", weights: bool = True) -> Inspection:
+    """Run every file-level check on one directory; ``weights=False`` leaves out the weight files (their
+    presence, headers, shapes and dtype) and keeps every config and tokenizer check."""
+    ins = Inspection(path, label, weights=weights)
     if not check_structure(ins):
         return ins
-    check_weights(ins)
-    check_dtype(ins)
+    if weights:
+        check_weights(ins)
+        check_dtype(ins)
     check_tokenizer_files(ins)
     check_token_ids(ins)
     check_eos(ins)
@@ -82,18 +90,26 @@ def doctor(
     base: Path | str | None = None,
     max_model_len: int | None = None,
     load: bool = False,
+    weights: bool = True,
 ) -> DoctorReport:
-    """Check ``model_dir`` (and compare it with ``base``). ``load`` needs the train extra."""
+    """Check ``model_dir`` (and compare it with ``base``). ``load`` needs the train extra.
+
+    ``weights=False`` is for a host that only renders prompts (the router in front of vLLM): config.json,
+    generation_config.json and the tokenizer files are checked as usual, the weights are not (vLLM's host
+    checks them), in ``model_dir``, in ``base`` and, with ``load``, by loading the tokenizer only.
+    """
     start = time.perf_counter()
     path = Path(model_dir)
-    ins = inspect_dir(path, max_model_len=max_model_len)
-    report = DoctorReport(model_dir=str(path), base_dir=str(base) if base is not None else None)
+    ins = inspect_dir(path, max_model_len=max_model_len, weights=weights)
+    report = DoctorReport(
+        model_dir=str(path), base_dir=str(base) if base is not None else None, weights_checked=weights
+    )
     findings = list(ins.findings)
     fatal = any(f.code in FATAL_CODES for f in findings)
     if not fatal:
         report.facts = collect_facts(ins)
     if base is not None and not fatal:
-        base_ins = inspect_dir(Path(base), label="base:")
+        base_ins = inspect_dir(Path(base), label="base:", weights=weights)
         base_fatal = [f for f in base_ins.findings if f.code in FATAL_CODES]
         if base_fatal:
             findings.append(
@@ -110,7 +126,7 @@ def doctor(
             compare_with_base(ins, base_ins)
             findings.extend(ins.findings[before:])
     if load and not fatal:
-        findings.extend(load_checks(path, report.facts, base=Path(base) if base is not None else None))
+        findings.extend(load_checks(path, report.facts, base=Path(base) if base is not None else None, weights=weights))
     order = {"error": 0, "warning": 1, "info": 2}
     report.findings = sorted(findings, key=lambda f: order[f.severity])
     report.seconds = time.perf_counter() - start
