@@ -19,6 +19,7 @@ DOCTOR_EXAMPLE = """example:
   python -m kochallenge_data doctor out/merged
   python -m kochallenge_data doctor out/merged --base models/base --max-model-len 4096
   python -m kochallenge_data doctor out/merged --load --json > doctor.json
+  python -m kochallenge_data doctor models/base --no-weights   # a router host: config + tokenizer only
 
 exit: 0 sound, 1 problems found, 2 not a model directory or unreadable"""
 
@@ -82,6 +83,13 @@ def register(subparsers: Any) -> None:
         "forward pass (needs the train extra)",
     )
     doctor.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    doctor.add_argument(
+        "--no-weights",
+        dest="weights",
+        action="store_false",
+        help="check config.json, generation_config.json and the tokenizer files only, for a router host that "
+        "forwards to vLLM elsewhere (the weights are checked where vLLM runs; --load then loads the tokenizer only)",
+    )
 
     merge = add_command(
         subparsers,
@@ -149,7 +157,9 @@ def register(subparsers: Any) -> None:
 def run_doctor(args: argparse.Namespace) -> int:
     from .doctor import doctor, format_report
 
-    report = doctor(args.model_dir, base=args.base, max_model_len=args.max_model_len, load=args.load)
+    report = doctor(
+        args.model_dir, base=args.base, max_model_len=args.max_model_len, load=args.load, weights=args.weights
+    )
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -182,8 +192,9 @@ def run_merge(args: argparse.Namespace) -> int:
     )
     print(result.base_note)
     print(f"report: {result.out / 'merge_report.json'}")
-    print("serve it (in vLLM's own environment):")
-    print(f"  {result.vllm_command}")
+    from ..serve.model_check import serving_hint
+
+    print(serving_hint(args.adapter, merged_dir=result.out, base=args.base, max_model_len=args.max_model_len))
     return 0
 
 

@@ -129,6 +129,7 @@ def test_force_replaces_out_and_cli_prints_the_vllm_command(tiny: Any, tmp_path:
     code, stdout, _ = run_cli([*args, "--force", "--max-model-len", "128"])
     assert code == 0, stdout
     assert "vllm serve" in stdout and "--max-model-len 128" in stdout
+    assert "--enable-lora --lora-modules" in stdout, "both ways to serve are printed: merged, and base plus adapter"
     assert "base not verified" in stdout  # an adapter folder with no train_config.json beside it
     assert not (out / "stale.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
