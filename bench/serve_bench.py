@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from kochallenge_data.serve.app import BASE_INFO_PATH, create_app
+from kochallenge_data.serve.app import BASE_INFO_PATH
 from kochallenge_data.serve.backends import HttpTimeouts, OpenAICompletionsBackend
+from kochallenge_data.serve.http import create_app
 from kochallenge_data.serve.sessions import SessionStore
 from tests.serve.conftest import KNOWN_BASE_INFO, make_service
 from tests.serve.helpers import ReplayServer, Reply, completion_stream, parse_sse, serve_in_thread

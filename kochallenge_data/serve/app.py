@@ -13,14 +13,11 @@ never in ``close`` (answer_lines.py). Each event's data is one JSON object ``{"s
 for ``error``. Validation errors arrive as an ``error`` event with status 400 in a 200 stream,
 because a browser's EventSource cannot read a non-200 body.
 
-fastapi is imported inside :func:`create_app` (the ``serve`` extra).
+The HTTP layer (routes, middleware, OpenAPI) is http.py; fastapi is imported only there, inside ``create_app``.
 """
 
-# No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations at runtime,
-# and ``Request`` is imported inside create_app, where only evaluated annotations can see it.
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -440,49 +437,3 @@ class ChatService:
             problems = "; ".join(f"{f.code}: {f.message}" for f in findings[:3])
             return 502, error_payload(502, f"the model's feedback fails the dataset checks: {problems}", "invalid_line")
         return 200, payload(200, "feedback generated", {"feedback": feedback})
-
-
-# --------------------------------------------------------------------------------------------
-# the app
-
-
-def create_app(service: ChatService) -> Any:
-    """A FastAPI app over ``service``; the backend is closed when the app shuts down."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await service.backend.aclose()
-
-    app = FastAPI(title="kochallenge chatbot", lifespan=lifespan)
-
-    def stream(events: Callable[[Mapping[str, str]], AsyncIterator[bytes]], request: Request) -> StreamingResponse:
-        return StreamingResponse(
-            events(dict(request.query_params)), media_type="text/event-stream; charset=utf-8", headers=SSE_HEADERS
-        )
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return payload(200, "ok", {"backend": service.backend.name, "sessions": len(service.sessions)})
-
-    @app.get(BASE_INFO_PATH)
-    async def base_info(request: Request) -> StreamingResponse:
-        return stream(service.base_info_events, request)
-
-    @app.get(FREE_TEXT_PATH)
-    async def free_text(request: Request) -> StreamingResponse:
-        return stream(service.free_text_events, request)
-
-    @app.post(FEEDBACK_PATH)
-    async def feedback(request: Request) -> JSONResponse:
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FEEDBACK_BODY:
-                break  # feedback() refuses it; do not buffer an unbounded body
-        status, answer = await service.feedback(body)
-        return JSONResponse(answer, status_code=status)
-
-    return app

@@ -135,7 +135,9 @@ class TrainRun:
 
 
 def is_train_run(path: Path) -> bool:
-    return (path / TRAIN_CONFIG).is_file() or (path / ADAPTER_SUBDIR / ADAPTER_CONFIG).is_file()
+    """A ``train --out`` folder: it holds the adapter. (A merged model holds train_config.json too, copied by
+    merge for the answer budget, but no adapter folder.)"""
+    return (path / ADAPTER_SUBDIR / ADAPTER_CONFIG).is_file()
 
 
 def read_train_run(run_dir: Path) -> TrainRun:

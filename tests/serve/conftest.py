@@ -27,11 +27,11 @@ from kochallenge_data.serve.app import (
     ChatService,
     FreeTextRequest,
     ServeSettings,
-    create_app,
     find_category,
     parse_weekly_record,
 )
 from kochallenge_data.serve.backends import Backend, TransformersBackend
+from kochallenge_data.serve.http import create_app
 from kochallenge_data.serve.sessions import SessionStore
 from kochallenge_data.templates import load_templates
 

@@ -17,9 +17,10 @@ from kochallenge_data.build import BuildConfig, build_dataset
 from kochallenge_data.checks.record import infer_task
 from kochallenge_data.formats import parse_recommendation
 from kochallenge_data.serve.answer_lines import AnswerError, AnswerLines
-from kochallenge_data.serve.app import BASE_INFO_PATH, FEEDBACK_PATH, create_app
+from kochallenge_data.serve.app import BASE_INFO_PATH, FEEDBACK_PATH
 from kochallenge_data.serve.backends import OpenAICompletionsBackend
 from kochallenge_data.serve.guided import recommendation_regex
+from kochallenge_data.serve.http import create_app
 
 from .conftest import KNOWN_BASE_INFO, KNOWN_WEEK, make_service
 from .helpers import ReplayServer, Reply, Stream, read_sse, serve_in_thread, split_inside_characters

@@ -25,8 +25,9 @@ import pytest
 
 from kochallenge_data.errors import KochallengeError
 from kochallenge_data.serve import cli as serve_cli
-from kochallenge_data.serve.app import BASE_INFO_PATH, FEEDBACK_PATH, FREE_TEXT_PATH, ChatService, create_app
+from kochallenge_data.serve.app import BASE_INFO_PATH, FEEDBACK_PATH, FREE_TEXT_PATH, ChatService
 from kochallenge_data.serve.backends import HttpTimeouts, OpenAICompletionsBackend, TransformersBackend
+from kochallenge_data.serve.http import create_app
 from kochallenge_data.text import nfc, trim
 
 from ..conftest import FIXTURE_POOLS, ROOT
@@ -175,7 +176,7 @@ def test_garbage_ends_in_an_error_never_a_malformed_close(garbage_server: tuple[
     for path, params in ((BASE_INFO_PATH, KNOWN_BASE_INFO), (FREE_TEXT_PATH, KNOWN_FREE_TEXT)):
         stream = get_stream(url, path, params)
         assert_well_formed(stream)
-        name, error = stream.last()
+        _name, error = stream.last()
         assert stream.names == ["error"], "garbage never reaches the client, not even as whitespace events"
         assert error["status"] == 502 and error["data"]["code"] in ("unparsable", "invalid_line", "truncated")
 
@@ -189,7 +190,7 @@ def test_backend_pieces_add_up_to_the_model_output_without_cut_characters(
 
     from kochallenge_data.serve.backends import Finish, GenerationRequest
 
-    url, backend = garbage_server
+    _url, backend = garbage_server
     prompt = chat_service.prompt("base_info", "도시, 사무직, 비건")
 
     async def pieces() -> list[object]:

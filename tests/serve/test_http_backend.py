@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kochallenge_data.serve.app import BASE_INFO_PATH, create_app
+from kochallenge_data.serve.app import BASE_INFO_PATH
 from kochallenge_data.serve.backends import (
     BackendError,
     BackendTimeout,
@@ -21,6 +21,7 @@ from kochallenge_data.serve.backends import (
     HttpTimeouts,
     OpenAICompletionsBackend,
 )
+from kochallenge_data.serve.http import create_app
 from kochallenge_data.serve.sse import SseParser, StreamDecodeError, TextStream, TokenDecoder, Utf8Decoder
 from kochallenge_data.text import grapheme_clusters, nfc
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from kochallenge_data.serve.app import BASE_INFO_PATH, FREE_TEXT_PATH, create_app
+from kochallenge_data.serve.app import BASE_INFO_PATH, FREE_TEXT_PATH
 from kochallenge_data.serve.backends import HttpTimeouts, OpenAICompletionsBackend
+from kochallenge_data.serve.http import create_app
 from kochallenge_data.serve.sessions import SessionStore
 
 from .conftest import KNOWN_BASE_INFO, make_service

@@ -21,12 +21,12 @@ from kochallenge_data.serve.app import (
     BaseInfoRequest,
     ChatService,
     FreeTextRequest,
-    create_app,
     find_category,
     parse_weekly_record,
     weekly_record_input,
 )
 from kochallenge_data.serve.backends import GenerationRequest, TransformersBackend
+from kochallenge_data.serve.http import create_app
 
 from ..conftest import FIXTURE_POOLS
 from .conftest import make_service

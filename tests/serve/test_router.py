@@ -26,7 +26,8 @@ from kochallenge_data.ml.doctor import METADATA_FILES
 from kochallenge_data.ml.fingerprint import base_fingerprint
 from kochallenge_data.ml.train.options import TrainOptions
 from kochallenge_data.serve import cli as serve_cli
-from kochallenge_data.serve.app import BASE_INFO_PATH, create_app
+from kochallenge_data.serve.app import BASE_INFO_PATH
+from kochallenge_data.serve.http import create_app
 from kochallenge_data.serve.model_check import (
     VLLM_LORA_RANKS,
     ModelRefused,
