@@ -1,16 +1,21 @@
 """The dataset card: what is in the data, in figures a reader can check, before anyone trains on it.
 
-``report`` writes a Hugging Face dataset card (``README.md`` with the YAML header the Hub reads),
-``report.json`` with every figure in the card, and PNG plots when matplotlib is installed. Every
-number is computed from the dataset file itself; the build sidecars only add what the text cannot
-tell (category codes, the manifest), and only when their checksum says they belong to this file.
+``report`` writes a Hugging Face dataset card folder: ``README.md`` with the YAML header the Hub and
+``datasets`` read (configs pointing at ``data/train.json``, the records, kept inside the folder so
+``load_dataset(folder)`` works; ``dataset_info`` with sizes ``datasets`` checks), ``report.json`` with
+every figure in the card, and PNG plots when matplotlib is installed, labelled in ASCII so no Hangul
+font is needed. Every number is computed from the dataset file itself; the build sidecars only add
+what the text cannot tell (category codes, the manifest), and only when their checksum says they
+belong to this file.
 """
 
 from __future__ import annotations
 
 import io
+import re
+import unicodedata
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,27 +24,32 @@ import orjson
 
 from .audit import distribution, load_tokenizer, render_records, token_lengths
 from .checks.codes import CODES
+from .errors import ConfigError
 from .models import TASKS
+from .progress import SILENT, Reporter
 from .prompt import PromptLayout, load_prompt_layout
 from .split import Source
 from .text import emoji_in, nfc
-from .writer import json_bytes, write_atomic
+from .writer import dataset_bytes, json_bytes, sha256_bytes, write_atomic
 
 REPORT_EXTRA_HINT = "pip install 'kochallenge-data[report]'"
 FIELDS = ("instruction", "input", "output")
 BALANCE_KEYS = ("category", "location", "work_type")
 EMOJI_SHOWN = 20
-# Fonts that cover Hangul; without one, plots label Korean bars by number (the card's tables say which).
-HANGUL_FONTS = (
-    "NanumGothic",
-    "Noto Sans CJK KR",
-    "Noto Sans KR",
-    "Malgun Gothic",
-    "AppleGothic",
-    "Apple SD Gothic Neo",
-    "UnDotum",
-    "Baekmuk Gulim",
-)
+CARD_DATA = "data/train.json"  # the records, inside the card folder, so `load_dataset(card_folder)` works
+PRETTY_NAME = "kochallenge eco-challenge instructions"
+DEFAULT_LICENSE = "other"
+# With `license: other` the Hub wants a name (an id-like slug) and a link to the terms.
+OTHER_LICENSE_NAME = "kochallenge-data-terms"
+LICENSE_FILE = "LICENSE.md"
+LICENSE_PLACEHOLDER = """# Terms of use
+
+The terms under which this dataset may be used have not been chosen yet.
+
+Before publishing, write them here (the card README.md keeps `license: other`, `license_name` and
+`license_link: LICENSE.md`), or put a standard licence id such as `cc-by-4.0` in its `license:` field, drop
+`license_name` and `license_link`, and delete this file (`report --license cc-by-4.0` writes such a card).
+"""
 SIZE_CATEGORIES = (
     (1_000, "n<1K"),
     (10_000, "1K<n<10K"),
@@ -158,11 +168,11 @@ def emoji_frequencies(source: Source) -> dict[str, Any]:
     return {"total": sum(counts.values()), "distinct": len(counts), "top": [[e, n] for e, n in ranked[:EMOJI_SHOWN]]}
 
 
-def validation_summary(source: Source) -> dict[str, Any]:
+def validation_summary(source: Source, reporter: Reporter = SILENT) -> dict[str, Any]:
     """The findings ``validate`` would report for this file, by code."""
     from .validate import validate_records
 
-    report = validate_records(source.records)
+    report = validate_records(source.records, reporter=reporter)
     return {
         "findings": len(report.findings),
         "records_with_findings": len({f.index for f in report.findings}),
@@ -197,65 +207,152 @@ def dataset_figures(
     diversity: bool = True,
     tokenizer_dir: Path | None = None,
     layout: PromptLayout | None = None,
+    reporter: Reporter = SILENT,
 ) -> dict[str, Any]:
     """Every figure the card shows, computed from the file (and its sidecars when they match)."""
-    figures: dict[str, Any] = {
-        "file": source.path.name,
-        "sha256": source.sha256,
-        "records": len(source.records),
-        "size_category": size_category(len(source.records)),
-        "per_task": task_counts(source),
-        "base_info_balance": base_info_balance(source),
-        "fit": fit_table(source),
-        "characters": character_lengths(source),
-        "emoji": emoji_frequencies(source),
-        "validation": validation_summary(source),
-        "examples": examples(source),
-        "manifest": source.manifest,
-        "notes": list(source.notes),
-    }
+    count = len(source.records)
+    with reporter.step("report: counts, fit, lengths, emoji", total=count) as step:
+        figures: dict[str, Any] = {
+            "file": source.path.name,
+            "sha256": source.sha256,
+            "records": count,
+            "size_category": size_category(count),
+            "per_task": task_counts(source),
+            "base_info_balance": base_info_balance(source),
+            "fit": fit_table(source),
+            "characters": character_lengths(source),
+            "emoji": emoji_frequencies(source),
+            "examples": examples(source),
+            "manifest": source.manifest,
+            "notes": list(source.notes),
+        }
+        step.advance(count)
+    figures["validation"] = validation_summary(source, reporter)
     if diversity:
         from .checks.diversity import diversity_stats
 
-        figures["diversity"] = diversity_stats(source.records, source.tasks)
+        # diversity_stats reports no progress of its own: the step says it is running and how long it took.
+        with reporter.step("report: diversity (Kiwi)", total=count) as step:
+            figures["diversity"] = diversity_stats(source.records, source.tasks)
+            step.advance(count)
     if tokenizer_dir is not None:
-        figures["tokens"] = token_figures(source, tokenizer_dir, layout or load_prompt_layout())
+        with reporter.step("report: token lengths", total=count) as step:
+            figures["tokens"] = token_figures(source, tokenizer_dir, layout or load_prompt_layout())
+            step.advance(count)
     return figures
 
 
-def _yaml(value: Any) -> str:
-    """A YAML scalar: JSON strings are valid double-quoted YAML and keep Korean and emoji as they are."""
-    return orjson.dumps(value).decode()
+# --- the card header: the YAML the Hub and `datasets` read ----------------------------------------
+
+_PLAIN_YAML = re.compile(r"[A-Za-z][A-Za-z0-9_.<>/-]*")
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
 
 
-def card_header(figures: Mapping[str, Any]) -> str:
-    """The YAML front matter: what the Hub indexes, with the record count in ``dataset_info``."""
-    lines = [
-        "---",
-        "language:",
-        "- ko",
-        "license: other  # placeholder: replace with the dataset's license id (e.g. cc-by-4.0) before publishing",
-        f"pretty_name: {_yaml('kochallenge eco-challenge instructions')}",
-        "task_categories:",
-        "- text-generation",
-        "tags:",
-        "- korean",
-        "- synthetic",
-        "- instruction-tuning",
-        "size_categories:",
-        f"- {_yaml(figures['size_category'])}",
-        "configs:",
-        "- config_name: default",
-        "  data_files:",
-        "  - split: train",
-        f"    path: {_yaml(figures['file'])}",
-        "dataset_info:",
-        "  features:",
-    ]
-    for name in FIELDS:
-        lines += [f"  - name: {name}", "    dtype: string"]
-    lines += ["  splits:", "  - name: train", f"    num_examples: {figures['records']}", "---", ""]
-    return "\n".join(lines)
+def yaml_scalar(value: Any) -> str:
+    """A YAML scalar: plain when it cannot be misread, else JSON (valid double-quoted YAML; Korean kept)."""
+    if isinstance(value, bool) or value is None:
+        return orjson.dumps(value).decode()
+    if isinstance(value, int | float):
+        return str(value)
+    text = str(value)
+    if _PLAIN_YAML.fullmatch(text) and text.lower() not in _YAML_WORDS:
+        return text
+    return orjson.dumps(text).decode()
+
+
+def yaml_lines(value: Mapping[str, Any] | Sequence[Any], indent: int = 0) -> list[str]:
+    """Block-style YAML for mappings and lists of scalars or mappings, in the Hub's layout."""
+    pad = " " * indent
+    lines: list[str] = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(item, Mapping):
+                lines += [f"{pad}{key}:", *yaml_lines(item, indent + 2)]
+            elif isinstance(item, list | tuple):
+                lines += [f"{pad}{key}:", *yaml_lines(item, indent)]
+            else:
+                lines.append(f"{pad}{key}: {yaml_scalar(item)}")
+        return lines
+    for item in value:
+        if isinstance(item, Mapping):
+            inner = yaml_lines(item, indent + 2)
+            lines += [f"{pad}- {inner[0].lstrip()}", *inner[1:]]
+        else:
+            lines.append(f"{pad}- {yaml_scalar(item)}")
+    return lines
+
+
+def arrow_string_bytes(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> int:
+    """A split's ``num_bytes`` as ``datasets`` counts it for string columns: UTF-8 text plus 4-byte offsets."""
+    return sum(len(row[column].encode("utf-8")) + 4 for row in rows for column in columns)
+
+
+@dataclass(frozen=True)
+class CardSplit:
+    """One split of a card: its data file (relative to the card folder) and the sizes ``dataset_info`` states."""
+
+    name: str
+    path: str
+    num_examples: int
+    num_bytes: int
+    file_bytes: int
+
+
+def license_fields(license_id: str) -> dict[str, str]:
+    """``license``, plus the name and link the Hub requires when it is ``other``."""
+    if license_id != "other":
+        return {"license": license_id}
+    return {"license": "other", "license_name": OTHER_LICENSE_NAME, "license_link": LICENSE_FILE}
+
+
+def check_license_id(license_id: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", license_id):
+        raise ConfigError(
+            f"--license: {license_id!r} is not a Hub licence id; use one such as cc-by-4.0, cc-by-sa-4.0, mit, "
+            "apache-2.0, or other (then write the terms in LICENSE.md)"
+        )
+    return license_id
+
+
+def card_metadata(
+    splits: Sequence[CardSplit],
+    features: Sequence[str],
+    records: int,
+    license_id: str = DEFAULT_LICENSE,
+) -> dict[str, Any]:
+    """The dataset card's YAML: what the Hub indexes, and the configs and ``dataset_info`` ``datasets`` loads."""
+    return {
+        "language": ["ko"],
+        **license_fields(license_id),
+        "pretty_name": PRETTY_NAME,
+        # The texts are written by a program from the project's pools and templates, not by annotators.
+        "annotations_creators": ["machine-generated"],
+        "language_creators": ["machine-generated"],
+        "multilinguality": ["monolingual"],
+        "source_datasets": ["original"],
+        "task_categories": ["text-generation"],
+        "tags": ["korean", "synthetic", "instruction-tuning"],
+        "size_categories": [size_category(records)],
+        "configs": [
+            {"config_name": "default", "data_files": [{"split": s.name, "path": s.path} for s in splits]},
+        ],
+        "dataset_info": {
+            "features": [{"name": name, "dtype": "string"} for name in features],
+            "splits": [{"name": s.name, "num_bytes": s.num_bytes, "num_examples": s.num_examples} for s in splits],
+            "download_size": sum(s.file_bytes for s in splits),
+            "dataset_size": sum(s.num_bytes for s in splits),
+        },
+    }
+
+
+def yaml_header(metadata: Mapping[str, Any]) -> str:
+    """The ``---`` front matter of a card."""
+    return "\n".join(["---", *yaml_lines(metadata), "---", ""]) + "\n"
+
+
+def card_header(figures: Mapping[str, Any], split: CardSplit, license_id: str = DEFAULT_LICENSE) -> str:
+    """The report card's front matter: one ``train`` split, the records in ``data/train.json``."""
+    return yaml_header(card_metadata([split], FIELDS, figures["records"], license_id))
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -271,7 +368,7 @@ def _distribution_rows(label: Sequence[str], d: Mapping[str, float]) -> list[Any
 DISTRIBUTION_HEADERS = ("min", "p50", "p90", "p99", "max", "mean")
 
 
-def card_body(figures: Mapping[str, Any], plots: PlotOutcome) -> str:
+def card_body(figures: Mapping[str, Any], plots: PlotOutcome, data: CardData, license_id: str) -> str:
     sections = [
         "# kochallenge eco-challenge instructions",
         "",
@@ -281,6 +378,8 @@ def card_body(figures: Mapping[str, Any], plots: PlotOutcome) -> str:
         "",
         f"File `{figures['file']}`: {figures['records']} records, sha256 `{figures['sha256']}`.",
         "",
+        *_data_section(figures["file"], data),
+        *_license_section(license_id),
         "## Records per task",
         "",
         _table(
@@ -314,16 +413,50 @@ def card_body(figures: Mapping[str, Any], plots: PlotOutcome) -> str:
     return "\n".join(sections) + "\n"
 
 
+def _data_section(file_name: str, data: CardData) -> list[str]:
+    origin = (
+        f"a byte-identical copy of `{file_name}`"
+        if data.identical
+        else f"the records of `{file_name}` (instruction, input, output) written as one JSON array"
+    )
+    return [
+        "## Load it",
+        "",
+        f"`{CARD_DATA}` is {origin}; the header above points `datasets` at it:",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        'ds = load_dataset("path/to/this/folder")  # or the Hub repository id, once uploaded',
+        "```",
+        "",
+    ]
+
+
+def _license_section(license_id: str) -> list[str]:
+    if license_id != "other":
+        return ["## Licence", "", f"`{license_id}`.", ""]
+    return [
+        "## Licence",
+        "",
+        f"`other`: the terms go in `{LICENSE_FILE}`. `report` writes it as a placeholder saying no terms are chosen "
+        "yet and never overwrites it, so terms written there stay. For a standard licence write the card again with "
+        "`--license <id>` (for example `cc-by-4.0`).",
+        "",
+    ]
+
+
 def _balance_section(balance: Mapping[str, Any]) -> list[str]:
-    lines = ["## base_info balance", "", f"From {balance['from']}. `#` numbers the bars in the plots.", ""]
+    lines = [
+        "## base_info balance",
+        "",
+        f"From {balance['from']}. Plots label bars with the `plot label` (ASCII, so they draw without a Hangul font).",
+        "",
+    ]
     for key in BALANCE_KEYS:
         counts = balance[key]
-        lines += [
-            f"### {key}",
-            "",
-            _table(("#", key, "records"), [(i, k, n) for i, (k, n) in enumerate(counts.items(), 1)]),
-            "",
-        ]
+        labels = plot_labels(list(counts))
+        rows = [(i, label, k, n) for i, (label, (k, n)) in enumerate(zip(labels, counts.items(), strict=True), 1)]
+        lines += [f"### {key}", "", _table(("#", "plot label", key, "records"), rows), ""]
     return lines
 
 
@@ -441,8 +574,7 @@ def _plot_section(plots: PlotOutcome) -> list[str]:
         return [*lines, plots.skipped, ""]
     for path, caption in plots.files:
         lines += [f"![{caption}](plots/{path.name})", ""]
-    lines += [f"Note: {note}" for note in plots.notes]
-    return [*lines, ""] if plots.notes else lines
+    return lines
 
 
 def _manifest_section(manifest: Mapping[str, Any] | None, notes: Sequence[str]) -> list[str]:
@@ -466,32 +598,72 @@ def _manifest_section(manifest: Mapping[str, Any] | None, notes: Sequence[str]) 
     return [*lines, ""]
 
 
+# --- plots ----------------------------------------------------------------------------------------
+
+# Revised Romanization of Korean, letter by letter (no sound-change rules): enough for an unambiguous
+# ASCII plot label that a Korean reader recognises; the card's tables give the Hangul beside it.
+_INITIALS = ("g", "kk", "n", "d", "tt", "r", "m", "b", "pp", "s", "ss", "", "j", "jj", "ch", "k", "t", "p", "h")
+_VOWELS = (
+    "a", "ae", "ya", "yae", "eo", "e", "yeo", "ye", "o", "wa", "wae",
+    "oe", "yo", "u", "wo", "we", "wi", "yu", "eu", "ui", "i",
+)  # fmt: skip
+_FINALS = (
+    "", "k", "k", "k", "n", "n", "n", "t", "l", "k", "m", "l", "l", "l",
+    "p", "l", "m", "p", "p", "t", "t", "ng", "t", "t", "k", "t", "p", "t",
+)  # fmt: skip
+_SYLLABLE_BASE, _SYLLABLE_LAST = 0xAC00, 0xD7A3
+
+
+def romanize(text: str) -> str:
+    """Hangul syllables spelled in Latin letters (``농촌`` -> ``nongchon``); other characters kept."""
+    out = []
+    for char in unicodedata.normalize("NFC", text):
+        code = ord(char)
+        if _SYLLABLE_BASE <= code <= _SYLLABLE_LAST:
+            offset = code - _SYLLABLE_BASE
+            initial, rest = divmod(offset, 21 * 28)
+            vowel, final = divmod(rest, 28)
+            out.append(_INITIALS[initial] + _VOWELS[vowel] + _FINALS[final])
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def plot_labels(names: Sequence[str]) -> list[str]:
+    """ASCII labels for bar charts, one per name and all different: the name, romanized when it is Korean.
+
+    Plots never need a Hangul font this way, so they look the same on every machine, whatever fonts
+    (and whatever stale font cache) it has.
+    """
+    labels: list[str] = []
+    for number, name in enumerate(names, 1):
+        label = romanize(name)
+        if not label.isascii() or not label.strip():
+            label = f"#{number}"
+        if label in labels:
+            label = f"{label} #{number}"
+        labels.append(label)
+    return labels
+
+
 @dataclass(frozen=True)
 class PlotOutcome:
     files: list[tuple[Path, str]]
     skipped: str = ""
-    notes: tuple[str, ...] = ()
 
 
-def write_plots(source: Source, figures: Mapping[str, Any], folder: Path) -> PlotOutcome:
+def write_plots(source: Source, figures: Mapping[str, Any], folder: Path, reporter: Reporter = SILENT) -> PlotOutcome:
     """Length histograms per task, category balance and emoji frequency as PNG; skipped without matplotlib."""
     try:
-        from matplotlib import font_manager
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         return PlotOutcome([], skipped=f"Plots skipped: matplotlib is not installed ({REPORT_EXTRA_HINT}).")
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    hangul_font = next((name for name in HANGUL_FONTS if name in installed), None)
-    notes = () if hangul_font else ("no Hangul font is installed, so Korean bar labels are shown by their `#`.",)
 
     def new_figure(width: float, height: float) -> Any:
         figure = Figure(figsize=(width, height), layout="constrained")
         FigureCanvasAgg(figure)
         return figure
-
-    def label(name: str, number: int) -> str:
-        return name if name.isascii() or hangul_font else f"#{number}"
 
     def save(figure: Any, name: str) -> Path:
         buffer = io.BytesIO()
@@ -500,16 +672,17 @@ def write_plots(source: Source, figures: Mapping[str, Any], folder: Path) -> Plo
         write_atomic(path, buffer.getvalue())
         return path
 
-    font = {"fontfamily": hangul_font} if hangul_font else {}
-    files = [
-        (save(_length_figure(new_figure, source, figures), "lengths.png"), "output length per task"),
-        (
-            save(_balance_figure(new_figure, figures, label, font), "balance.png"),
-            "records per task and base_info balance",
-        ),
-        (save(_emoji_figure(new_figure, figures), "emoji.png"), "emoji frequency"),
+    drawings: list[tuple[str, str, Callable[[], Any]]] = [
+        ("lengths.png", "output length per task", lambda: _length_figure(new_figure, source, figures)),
+        ("balance.png", "records per task and base_info balance", lambda: _balance_figure(new_figure, figures)),
+        ("emoji.png", "emoji frequency", lambda: _emoji_figure(new_figure, figures)),
     ]
-    return PlotOutcome(files, notes=notes)
+    files = []
+    with reporter.step("report: plots", total=len(drawings), unit="plots") as step:
+        for name, caption, draw in drawings:
+            files.append((save(draw(), name), caption))
+            step.advance()
+    return PlotOutcome(files)
 
 
 def _length_figure(new_figure: Any, source: Source, figures: Mapping[str, Any]) -> Any:
@@ -533,15 +706,15 @@ def _length_figure(new_figure: Any, source: Source, figures: Mapping[str, Any]) 
     return figure
 
 
-def _balance_figure(new_figure: Any, figures: Mapping[str, Any], label: Any, font: Mapping[str, str]) -> Any:
+def _balance_figure(new_figure: Any, figures: Mapping[str, Any]) -> Any:
     panels = [("records per task", figures["per_task"])]
     panels += [(f"base_info {key}", figures["base_info_balance"][key]) for key in BALANCE_KEYS]
     figure = new_figure(4.0 * len(panels), 3.5)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for axis, (title, counts) in zip(axes, panels, strict=True):
-        names = [label(str(name), number) for number, name in enumerate(counts, 1)]
+        names = plot_labels([str(name) for name in counts])
         axis.bar(range(len(names)), list(counts.values()), color="#55a868")
-        axis.set_xticks(range(len(names)), names, rotation=45, ha="right", **font)
+        axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
         axis.set_title(title)
     return figure
 
@@ -561,6 +734,28 @@ def _emoji_figure(new_figure: Any, figures: Mapping[str, Any]) -> Any:
 
 
 @dataclass(frozen=True)
+class CardData:
+    """The card folder's copy of the records, and whether it is the source file byte for byte."""
+
+    split: CardSplit
+    identical: bool
+
+
+def write_card_data(source: Source, out: Path) -> CardData:
+    """``data/train.json`` inside the card folder: the three fields of every record, as ``build`` writes them."""
+    data = dataset_bytes(source.records)
+    write_atomic(out / CARD_DATA, data)
+    split = CardSplit(
+        name="train",
+        path=CARD_DATA,
+        num_examples=len(source.records),
+        num_bytes=arrow_string_bytes(source.records, FIELDS),
+        file_bytes=len(data),
+    )
+    return CardData(split, identical=sha256_bytes(data) == source.sha256)
+
+
+@dataclass(frozen=True)
 class ReportResult:
     card: Path
     figures_file: Path
@@ -575,24 +770,40 @@ def write_report(
     diversity: bool = True,
     plots: bool = True,
     layout: PromptLayout | None = None,
+    license_id: str = DEFAULT_LICENSE,
+    reporter: Reporter = SILENT,
 ) -> ReportResult:
-    """Write ``README.md`` (the card), ``report.json`` and ``plots/*.png`` into ``out``."""
-    figures = dataset_figures(source, diversity=diversity, tokenizer_dir=tokenizer_dir, layout=layout)
-    outcome = write_plots(source, figures, out / "plots") if plots else PlotOutcome([], skipped="Plots not requested.")
+    """Write the card folder: ``README.md``, ``data/train.json``, ``report.json`` and ``plots/*.png``.
+
+    With ``license_id`` ``other`` a placeholder ``LICENSE.md`` is written unless one is there already,
+    so terms someone wrote survive the next report.
+    """
+    check_license_id(license_id)
+    figures = dataset_figures(
+        source, diversity=diversity, tokenizer_dir=tokenizer_dir, layout=layout, reporter=reporter
+    )
+    outcome = (
+        write_plots(source, figures, out / "plots", reporter) if plots else PlotOutcome([], "Plots not requested.")
+    )
     card = out / "README.md"
     stored = {k: v for k, v in figures.items() if k != "tokens"}
     if "tokens" in figures:
         stored["tokens"] = {k: v for k, v in figures["tokens"].items() if k != "totals"}
-    write_atomic(out / "report.json", json_bytes(stored))
-    write_atomic(card, (card_header(figures) + card_body(figures, outcome)).encode("utf-8"))
+    with reporter.step("report: writing the card", total=len(source.records)) as step:
+        data = write_card_data(source, out)
+        if license_id == "other" and not (out / LICENSE_FILE).exists():
+            write_atomic(out / LICENSE_FILE, LICENSE_PLACEHOLDER.encode("utf-8"))
+        write_atomic(out / "report.json", json_bytes(stored))
+        text = card_header(figures, data.split, license_id) + card_body(figures, outcome, data, license_id)
+        write_atomic(card, text.encode("utf-8"))
+        step.advance(len(source.records))
     return ReportResult(card, out / "report.json", outcome, stored)
 
 
 def describe_report(result: ReportResult) -> str:
-    lines = [f"wrote {result.card} and {result.figures_file}"]
+    lines = [f"wrote {result.card}, {result.card.parent / CARD_DATA} and {result.figures_file}"]
     if result.plots.skipped:
         lines.append(result.plots.skipped)
     else:
         lines.append("plots: " + ", ".join(str(path) for path, _ in result.plots.files))
-    lines += [f"note: {note}" for note in result.plots.notes]
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from .checks.dedup import DEFAULT_THRESHOLD, DuplicateIndex
 from .checks.record import check_fields, infer_task
 from .errors import ConfigError, InputFileError
 from .models import TASKS, Task
+from .progress import SILENT, Reporter, Step
 from .validate import read_dataset
 from .writer import dataset_bytes, json_bytes, jsonl_bytes, sha256_bytes, sidecar, write_atomic
 
@@ -227,13 +228,21 @@ class NearDuplicateGuard:
     moved: list[int] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
 
-    def apply(self, texts: Sequence[str], train: list[int], validation: list[int]) -> tuple[list[int], list[int]]:
+    def apply(
+        self, texts: Sequence[str], train: list[int], validation: list[int], step: Step | None = None
+    ) -> tuple[list[int], list[int]]:
+        """``step`` advances per training record indexed, then by the validation records checked."""
         index = DuplicateIndex(self.threshold)
         for i in train:
             index.insert(texts[i], i)
+            if step is not None:
+                step.advance()
         remaining = list(validation)
         while True:
             offenders = [i for i in remaining if index.find(texts[i]) is not None]
+            if step is not None:
+                step.advance(len(validation))
+                step = None  # later passes recheck a few records only
             if not offenders:
                 break
             gone = set(offenders)
@@ -262,6 +271,7 @@ def split_source(
     seed: int = DEFAULT_SEED,
     group_by: GroupBy = "none",
     threshold: float = DEFAULT_THRESHOLD,
+    reporter: Reporter = SILENT,
 ) -> Split:
     """Split a dataset; the same source, options and seed always give the same split."""
     check_split_options(val_ratio, group_by, threshold)
@@ -269,7 +279,8 @@ def split_source(
     train, validation, per_task = stratified_group_split(source.tasks, keys, val_ratio, seed)
     guard = NearDuplicateGuard(threshold, move=group_by == "none")
     texts = [f"{r['input']}\n{r['output']}" for r in source.records]
-    train, validation = guard.apply(texts, train, validation)
+    with reporter.step("split: near-duplicates across splits", total=len(texts)) as step:
+        train, validation = guard.apply(texts, train, validation, step)
     counts: dict[str, Counter[str]] = {
         name: Counter(source.tasks[i] for i in side) for name, side in (("train", train), ("validation", validation))
     }
@@ -330,26 +341,28 @@ def split_meta(source: Source, indices: Sequence[int]) -> list[dict[str, Any]] |
     return [dict(source.meta[old], index=new, source_index=old) for new, old in enumerate(indices)]
 
 
-def write_split(source: Source, split: Split, out: Path) -> dict[str, Path]:
+def write_split(source: Source, split: Split, out: Path, reporter: Reporter = SILENT) -> dict[str, Path]:
     """``train.json`` and ``validation.json`` (alpaca arrays), their metadata sidecars, and ``split.json``."""
     paths: dict[str, Path] = {}
     rows = split_rows(split)
-    for name in SPLIT_NAMES:
-        path = out / f"{name}.json"
-        meta_path = sidecar(path, "meta.jsonl")
-        if name not in rows:  # leave no file from an earlier split that could pass for this one's
-            path.unlink(missing_ok=True)
-            meta_path.unlink(missing_ok=True)
-            continue
-        meta = split_meta(source, rows[name])
-        if meta is None:
-            meta_path.unlink(missing_ok=True)
-        else:
-            write_atomic(meta_path, jsonl_bytes(meta))
-        write_atomic(path, dataset_bytes(source.records[i] for i in rows[name]))
-        paths[name] = path
-    paths["report"] = out / "split.json"
-    write_atomic(paths["report"], json_bytes(split.report))
+    with reporter.step("split: writing", total=len(source.records)) as step:
+        for name in SPLIT_NAMES:
+            path = out / f"{name}.json"
+            meta_path = sidecar(path, "meta.jsonl")
+            if name not in rows:  # leave no file from an earlier split that could pass for this one's
+                path.unlink(missing_ok=True)
+                meta_path.unlink(missing_ok=True)
+                continue
+            meta = split_meta(source, rows[name])
+            if meta is None:
+                meta_path.unlink(missing_ok=True)
+            else:
+                write_atomic(meta_path, jsonl_bytes(meta))
+            write_atomic(path, dataset_bytes(source.records[i] for i in rows[name]))
+            paths[name] = path
+            step.advance(len(rows[name]))
+        paths["report"] = out / "split.json"
+        write_atomic(paths["report"], json_bytes(split.report))
     return paths
 
 

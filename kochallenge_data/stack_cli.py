@@ -8,6 +8,7 @@ and the other commands stay fast and work without the extras.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from .commands import add_command
 # Copies of split.GROUP_BY_CHOICES and export.FORMATS, so building the parser imports neither
 # (a test checks they agree).
 GROUP_BY_CHOICES = ("none", "template", "item")
-FORMATS = ("alpaca", "jsonl", "messages", "prompt-completion", "sharegpt", "llamafactory", "hf")
+FORMATS = ("alpaca", "jsonl", "messages", "conversational", "prompt-completion", "sharegpt", "llamafactory", "hf")
 DEFAULT_VAL_RATIO = 0.1
 DEFAULT_SEED = 42
 
@@ -25,22 +26,34 @@ SPLIT_EXAMPLE = """example:
   python -m kochallenge_data split old_dataset.json --out splits/ --seed 7"""
 
 EXPORT_EXAMPLE = """example:
+  python -m kochallenge_data export multitask_dataset_v2.json --to conversational --out trl_chat/
   python -m kochallenge_data export multitask_dataset_v2.json --to prompt-completion --out trl_data/
   python -m kochallenge_data export multitask_dataset_v2.json --to llamafactory --out lf_data/ --group-by template
-  python -m kochallenge_data export multitask_dataset_v2.json --to hf --out hf_data/ --val-ratio 0.05
+  python -m kochallenge_data export multitask_dataset_v2.json --to hf --out hf_data/ --val-ratio 0.05 --force
 
-formats:
+formats (what TRL's or LLaMA-Factory's default settings train on, in brackets):
   alpaca             JSON arrays of {instruction, input, output}, the dataset as is
   jsonl              the same, one record per line
   messages           OpenAI-style chat: system = instruction, user = input, assistant = output
-  prompt-completion  TRL {prompt, completion}: prompt rendered with templates/prompt.j2
-  sharegpt           {conversations: [{from, value}]} with system / human / gpt
-  llamafactory       alpaca files plus dataset_info.json with the column mapping
-  hf                 a datasets DatasetDict (save_to_disk) plus Parquet; needs the hf extra"""
+                     [TRL: the whole conversation, unless assistant_only_loss with a {% generation %} template]
+  conversational     TRL chat prompt-completion: prompt = [system, user], completion = [assistant]
+                     [TRL: the answer only]
+  prompt-completion  TRL {prompt, completion}: prompt rendered with templates/prompt.j2 [TRL: the answer only]
+  sharegpt           {conversations: [{from, value}]} with system / human / gpt, plus dataset_info.json
+                     [LLaMA-Factory: the gpt turn only]
+  llamafactory       alpaca files plus dataset_info.json with the column mapping [LLaMA-Factory: the output only]
+  hf                 a datasets DatasetDict (save_to_disk) plus Parquet and a dataset card; needs the hf extra
+
+--out must be an empty or new folder: a folder holds one export. --force replaces the export already
+there, removing only the files it listed in its .export.json; a folder with other files is refused."""
 
 REPORT_EXAMPLE = """example:
   python -m kochallenge_data report multitask_dataset_v2.json --out card/
-  python -m kochallenge_data report multitask_dataset_v2.json --out card/ --tokenizer path/to/model"""
+  python -m kochallenge_data report multitask_dataset_v2.json --out card/ --tokenizer path/to/model
+  python -m kochallenge_data report multitask_dataset_v2.json --out card/ --license cc-by-4.0
+
+The card folder holds the records (data/train.json), so load_dataset("card/") works and the folder can be
+uploaded to the Hub as it is."""
 
 AUDIT_EXAMPLE = """example:
   python -m kochallenge_data audit-tokenizer multitask_dataset_v2.json --tokenizer path/to/model
@@ -49,6 +62,14 @@ AUDIT_EXAMPLE = """example:
 exit status: 0 when every record fits and every character survives; 1 when records would lose their
 eos (truncation, no eos token, or an eos the tokenizer appends to every prompt) or the tokenizer would
 lose characters (unk, dropped, changed, or '\\n')"""
+
+
+def _license(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Hub licence id; use one such as cc-by-4.0, mit, apache-2.0, or other"
+        )
+    return text
 
 
 def _ratio(text: str) -> float:
@@ -128,7 +149,10 @@ def _add_export(subparsers: Any) -> None:
     )
     parser.add_argument("file", type=Path, help="dataset file: a JSON array or JSONL of records")
     parser.add_argument("--to", required=True, choices=FORMATS, metavar="FORMAT", help=", ".join(FORMATS))
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="empty or new folder to write")
+    parser.add_argument(
+        "--force", action="store_true", help="replace the previous export in --out (only the files it wrote)"
+    )
     parser.add_argument(
         "--prompt-template", type=Path, metavar="FILE", help="prompt layout (default: templates/prompt.j2)"
     )
@@ -141,21 +165,30 @@ def _add_report(subparsers: Any) -> None:
         "report",
         help="write a Hugging Face dataset card with figures and plots",
         description=(
-            "Write README.md (a dataset card with the Hub's YAML header), report.json and plots/*.png: counts per\n"
-            "task, category, location and work type, length distributions, emoji, diversity, validation findings,\n"
-            "the build manifest and one example per task. Plots need matplotlib (the report extra); without it\n"
-            "the card is written and says the plots were skipped."
+            "Write a dataset card folder: README.md (the Hub's YAML header, with configs and dataset_info that\n"
+            "`datasets` reads), data/train.json (the records), report.json and plots/*.png: counts per task,\n"
+            "category, location and work type, length distributions, emoji, diversity, validation findings, the\n"
+            "build manifest and one example per task. Plot labels are ASCII (Korean names romanized, the card's\n"
+            "tables give the Hangul), so no Hangul font is needed. Plots need matplotlib (the report extra);\n"
+            "without it the card is written and says the plots were skipped."
         ),
         epilog=REPORT_EXAMPLE,
         run=run_report,
     )
     parser.add_argument("file", type=Path, help="dataset file: a JSON array or JSONL of records")
     parser.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="folder for README.md, report.json and plots/"
+        "--out", type=Path, required=True, metavar="DIR", help="card folder: README.md, data/, report.json, plots/"
     )
     parser.add_argument("--tokenizer", type=Path, metavar="DIR", help="also report token lengths with this tokenizer")
     parser.add_argument(
         "--prompt-template", type=Path, metavar="FILE", help="prompt layout for token lengths (default prompt.j2)"
+    )
+    parser.add_argument(
+        "--license",
+        type=_license,
+        default="other",
+        metavar="ID",
+        help="the card's Hub licence id (default other: license_name and a LICENSE.md to fill in)",
     )
     parser.add_argument("--no-diversity", action="store_true", help="skip the Kiwi diversity figures")
     parser.add_argument("--no-plots", action="store_true", help="do not draw plots")
@@ -187,11 +220,13 @@ def _add_audit(subparsers: Any) -> None:
 
 
 def run_split(args: argparse.Namespace) -> int:
+    from .progress import stderr_reporter
     from .split import describe_split, read_source, split_source, write_split
 
+    reporter = stderr_reporter()
     source = read_source(args.file)
-    split = split_source(source, args.val_ratio, args.seed, args.group_by, args.threshold)
-    paths = write_split(source, split, args.out)
+    split = split_source(source, args.val_ratio, args.seed, args.group_by, args.threshold, reporter=reporter)
+    paths = write_split(source, split, args.out, reporter=reporter)
     print(describe_split(split.report))
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
@@ -199,6 +234,7 @@ def run_split(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from .export import describe_export, export_dataset
+    from .progress import stderr_reporter
     from .prompt import load_prompt_layout
     from .split import read_source
 
@@ -213,12 +249,15 @@ def run_export(args: argparse.Namespace) -> int:
         group_by=args.group_by,
         threshold=args.threshold,
         layout=layout,
+        force=args.force,
+        reporter=stderr_reporter(),
     )
     print(describe_export(result))
     return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from .progress import stderr_reporter
     from .prompt import load_prompt_layout
     from .report import describe_report, write_report
     from .split import read_source
@@ -232,6 +271,8 @@ def run_report(args: argparse.Namespace) -> int:
         diversity=not args.no_diversity,
         plots=not args.no_plots,
         layout=layout,
+        license_id=args.license,
+        reporter=stderr_reporter(),
     )
     print(describe_report(result))
     return 0

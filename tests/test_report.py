@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import unicodedata
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,10 @@ import orjson
 import pytest
 
 from kochallenge_data.checks.record import infer_task
+from kochallenge_data.errors import ConfigError
+from kochallenge_data.progress import StderrReporter
 from kochallenge_data.prompt import render_prompt
-from kochallenge_data.report import size_category, write_report
+from kochallenge_data.report import LICENSE_FILE, plot_labels, romanize, size_category, write_report
 from kochallenge_data.split import read_source
 from kochallenge_data.validate import validate_records
 
@@ -63,11 +67,53 @@ def test_the_yaml_header_parses_and_states_what_the_hub_needs(sample_dataset: Pa
     records = load_records(sample_dataset)
     assert header["language"] == ["ko"]
     assert header["license"] == "other"
+    assert header["license_name"] == "kochallenge-data-terms" and header["license_link"] == LICENSE_FILE
+    assert (card / LICENSE_FILE).read_text(encoding="utf-8").startswith("# Terms of use")
+    assert header["annotations_creators"] == ["machine-generated"]
+    assert header["source_datasets"] == ["original"]
     assert header["task_categories"] == ["text-generation"]
     assert header["size_categories"] == ["n<1K"] == [size_category(len(records))]
-    assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data.json"}]}]
-    assert header["dataset_info"]["splits"] == [{"name": "train", "num_examples": len(records)}]
+    data_files = [{"split": "train", "path": "data/train.json"}]
+    assert header["configs"] == [{"config_name": "default", "data_files": data_files}]
+    (split,) = header["dataset_info"]["splits"]
+    assert split["name"] == "train" and split["num_examples"] == len(records) and split["num_bytes"] > 0
+    assert header["dataset_info"]["download_size"] == (card / "data" / "train.json").stat().st_size
     assert [f["name"] for f in header["dataset_info"]["features"]] == ["instruction", "input", "output"]
+    # The paths are inside the card folder, and the copy there is the built file itself.
+    assert (card / "data" / "train.json").read_bytes() == sample_dataset.read_bytes()
+
+
+def test_load_dataset_on_the_card_folder_gives_the_records(sample_dataset: Path, card: Path, tmp_path: Path) -> None:
+    """`datasets` reads the header: it would ignore a malformed dataset_info and fail on paths outside the folder;
+    it checks num_examples against the rows it reads."""
+    datasets = pytest.importorskip("datasets", reason="needs the hf extra")
+    datasets.disable_progress_bars()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = datasets.load_dataset(str(card), cache_dir=str(tmp_path / "cache"))
+    assert list(loaded) == ["train"]
+    assert list(loaded["train"]) == load_records(sample_dataset)
+    header, _ = split_card((card / "README.md").read_text(encoding="utf-8"))
+    recorded = loaded["train"].info.splits["train"]
+    (stated,) = header["dataset_info"]["splits"]
+    assert (recorded.num_examples, recorded.num_bytes) == (stated["num_examples"], stated["num_bytes"])
+    assert not [w for w in caught if "dataset_info" in str(w.message) or "malformed" in str(w.message)]
+
+
+def test_a_standard_licence_and_terms_someone_wrote(sample_dataset: Path, tmp_path: Path) -> None:
+    source = read_source(sample_dataset)
+    write_report(source, tmp_path / "mit", diversity=False, plots=False, license_id="cc-by-4.0")
+    header, _ = split_card((tmp_path / "mit" / "README.md").read_text(encoding="utf-8"))
+    assert header["license"] == "cc-by-4.0" and "license_name" not in header and "license_link" not in header
+    assert not (tmp_path / "mit" / LICENSE_FILE).exists()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / LICENSE_FILE).write_text("Use it kindly.\n", encoding="utf-8")
+    write_report(source, tmp_path / "other", diversity=False, plots=False)
+    assert (tmp_path / "other" / LICENSE_FILE).read_text(encoding="utf-8") == "Use it kindly.\n"
+    with pytest.raises(ConfigError, match="--license: 'CC BY' is not a Hub licence id"):
+        write_report(source, tmp_path / "bad", diversity=False, plots=False, license_id="CC BY")
+    code, _, err = run_in_process("report", str(sample_dataset), "--out", str(tmp_path / "x"), "--license", "CC BY")
+    assert code == 2 and "is not a Hub licence id" in err
 
 
 def test_counts_per_task_and_base_info_balance_match_the_data(sample_dataset: Path, card: Path) -> None:
@@ -78,8 +124,9 @@ def test_counts_per_task_and_base_info_balance_match_the_data(sample_dataset: Pa
     base_info = [m for m in meta_rows(sample_dataset) if m["task"] == "base_info"]
     for key in ("category", "location", "work_type"):
         rows = table_after(body, f"### {key}")
-        assert {row[1]: int(row[2]) for row in rows} == Counter(m[key] for m in base_info)
+        assert {row[2]: int(row[3]) for row in rows} == Counter(m[key] for m in base_info)
         assert [int(row[0]) for row in rows] == list(range(1, len(rows) + 1))
+        assert [row[1] for row in rows] == plot_labels([row[2] for row in rows])
 
 
 def test_lengths_emoji_and_findings_match_the_data(sample_dataset: Path, card: Path) -> None:
@@ -140,7 +187,8 @@ def test_without_sidecars_balance_comes_from_the_input_text(sample_dataset: Path
     _, body = split_card((tmp_path / "card" / "README.md").read_text(encoding="utf-8"))
     triples = [r["input"].split(", ") for r in load_records(bare) if infer_task(r) == "base_info"]
     rows = table_after(body, "### category")
-    assert {row[1]: int(row[2]) for row in rows} == Counter(t[2] for t in triples)
+    assert {row[2]: int(row[3]) for row in rows} == Counter(t[2] for t in triples)
+    assert [row[1] for row in rows] == [romanize(row[2]) for row in rows]  # Korean names, romanized for the plots
     assert "No build manifest matches this file" in body
     assert "## Diversity" not in body and "Plots not requested." in body
 
@@ -171,3 +219,42 @@ def test_with_a_tokenizer_the_card_shows_token_lengths(sample_dataset: Path, tmp
             for r in mine
         )
         assert rows[(task, "total")] == longest
+
+
+def test_plot_labels_are_ascii_and_need_no_hangul_font() -> None:
+    assert [romanize(name) for name in ("농촌", "바닷가", "재택근무", "현장직", "닭")] == [
+        "nongchon",
+        "badatga",
+        "jaetaekgeunmu",
+        "hyeonjangjik",
+        "dak",
+    ]
+    labels = plot_labels(["VEGAN", "도시", "🌱", "간아", "가나"])
+    assert labels == ["VEGAN", "dosi", "#3", "gana", "gana #5"]  # kept, romanized, numbered, told apart
+    assert all(label.isascii() for label in labels) and len(set(labels)) == len(labels)
+
+
+def test_plots_draw_korean_balance_without_a_missing_glyph(sample_dataset: Path, tmp_path: Path) -> None:
+    """Balance read from the input text is Korean; the plots still draw every label with the default font."""
+    pytest.importorskip("matplotlib", reason="needs the report extra")
+    bare = tmp_path / "bare.json"
+    shutil.copy(sample_dataset, bare)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = write_report(read_source(bare), tmp_path / "card", diversity=False)
+    assert not [w for w in caught if "missing from" in str(w.message) or "Glyph" in str(w.message)]
+    assert [path.name for path, _ in result.plots.files] == ["lengths.png", "balance.png", "emoji.png"]
+
+
+def test_report_reports_progress_for_its_long_steps(sample_dataset: Path, tmp_path: Path) -> None:
+    stream = io.StringIO()
+    write_report(read_source(sample_dataset), tmp_path, reporter=StderrReporter(stream=stream, every_s=0.0))
+    text = stream.getvalue()
+    for label in (
+        "report: counts, fit, lengths, emoji",
+        "validate",
+        "report: diversity (Kiwi)",
+        "report: writing the card",
+    ):
+        assert f"\n{label}: 300/300 records (100%)" in "\n" + text, label
+    assert "report: plots: 3/3 plots (100%)" in text

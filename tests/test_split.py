@@ -270,3 +270,23 @@ def test_split_command_user_mistakes_get_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     code, _, err = run_in_process("split", "x.json", "--out", "o", "--val-ratio", "2")
     assert code == 2 and "--val-ratio" in err
+
+
+def test_split_reports_progress_for_the_near_duplicate_check_and_the_writing(
+    sample_dataset: Path, tmp_path: Path
+) -> None:
+    import io
+
+    from kochallenge_data.progress import StderrReporter
+
+    stream = io.StringIO()
+    reporter = StderrReporter(stream=stream, every_s=0.0)
+    source = read_source(sample_dataset)
+    split = split_source(source, val_ratio=0.2, seed=3, group_by="item", reporter=reporter)
+    write_split(source, split, tmp_path, reporter=reporter)
+    lines = stream.getvalue().splitlines()
+    checked = [line for line in lines if line.startswith("split: near-duplicates across splits: ")]
+    # One line per training record indexed, then one for the validation records, ending at the total.
+    assert len(checked) == len(split.train) + 1  # grouped: offenders are dropped, train stays as chosen
+    assert checked[-1].startswith("split: near-duplicates across splits: 300/300 records (100%)")
+    assert any(line.startswith("split: writing: 300/300 records (100%)") for line in lines)
