@@ -6,26 +6,31 @@ replaced, so the requested size is met exactly; rejections go to a sidecar with 
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
-import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Hashable, Mapping
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .build_sink import MemorySink, SpillSink, StreamedFile
 from .checks.dedup import DEFAULT_THRESHOLD, DuplicateIndex
 from .checks.diversity import diversity_stats
 from .checks.record import RecordChecker
 from .checks.spacing import SpacingChecker
-from .errors import CapacityError, ConfigError, KochallengeError
+from .errors import CapacityError, ConfigError, KochallengeError, UsageError
 from .generate import Candidate, Sampler, capacity, pool_to_grow
 from .generate.sampler import DEFAULT_MAX_LINE_SHARE
 from .models import TASKS, Finding, Record, Task
 from .pools import Pools, load_pools
+from .progress import SILENT, Reporter
+from .safe_files import UnsafeFileError, read_user_bytes
 from .spacing_allowlist import load_allowlist
 from .templates import Templates, load_templates
 from .writer import dataset_bytes, json_bytes, jsonl_bytes, sha256_bytes, sha256_file, sidecar, write_atomic
@@ -37,6 +42,8 @@ CAPACITY_SHOWN_MAX = 10**15
 # Consecutive draws that only repeat earlier records before a task counts as exhausted.
 MAX_REPEATS = 2000
 MIN_ALLOWED_REJECTS = 20
+# Diversity statistics read at most this many records per task (every k-th, so the whole build is spread over).
+DIVERSITY_SAMPLE = 20_000
 
 
 def _equal_mix() -> dict[Task, float]:
@@ -50,7 +57,7 @@ class BuildConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     size: int = Field(default=3000, ge=1, le=1_000_000)
-    seed: int = 42
+    seed: int = Field(default=42, ge=0, lt=2**63)
     mix: dict[Task, float] = Field(default_factory=_equal_mix)
     pools: Path | None = None
     templates: Path | None = None
@@ -67,8 +74,12 @@ class BuildConfig(BaseModel):
     @field_validator("mix")
     @classmethod
     def _mix_has_weight(cls, value: dict[Task, float]) -> dict[Task, float]:
+        if not all(math.isfinite(w) for w in value.values()):
+            raise ValueError("mix weights must be finite numbers (not nan or inf)")
         if any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
             raise ValueError("mix weights must be >= 0 with at least one above 0")
+        if sum(value.values()) > 1e12:
+            raise ValueError("mix weights are relative shares; keep them below 10^12")
         return value
 
     def fingerprint_options(self) -> dict[str, Any]:
@@ -85,11 +96,13 @@ def parse_mix(text: str) -> dict[Task, float]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, weight = part.partition("=")
         if name not in TASKS:
-            raise ConfigError(f"--mix: unknown task {name!r}; use {', '.join(TASKS)}")
+            raise UsageError(f"--mix: unknown task {name!r}; use {', '.join(TASKS)}")
         try:
             mix[name] = float(weight)
         except ValueError:
-            raise ConfigError(f"--mix: weight for {name} is not a number: {weight!r}") from None
+            raise UsageError(f"--mix: weight for {name} is not a number: {weight!r}") from None
+        if not math.isfinite(mix[name]) or mix[name] < 0:
+            raise UsageError(f"--mix: weight for {name} must be a finite number >= 0, got {weight!r}")
     return mix
 
 
@@ -115,12 +128,23 @@ class BuildResult:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-ProgressFn = Callable[[int, int], None]
+class Sink(Protocol):
+    def accept(self, slot: int, candidate: Candidate) -> None: ...
 
 
-def build_dataset(config: BuildConfig, progress: ProgressFn | None = None) -> BuildResult:
-    """Build the multitask dataset in memory; :func:`write_build` puts it on disk."""
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything decided before the first draw."""
+
+    pools: Pools
+    templates: Templates
+    order: list[Task]
+    capacities: dict[Task, int]
+    sampler: Sampler
+    checker: RecordChecker
+
+
+def plan_build(config: BuildConfig) -> BuildPlan:
     pools = load_pools(config.pools)
     templates = load_templates(config.templates)
     counts = split_counts(config.size, config.mix)
@@ -141,17 +165,148 @@ def build_dataset(config: BuildConfig, progress: ProgressFn | None = None) -> Bu
         spacing=SpacingChecker(load_allowlist(pools.root)),
         check_spacing=config.check_spacing,
     )
-    gate = _Gate(config, sampler, checker, DuplicateIndex(config.near_duplicate_threshold))
-    accepted = gate.fill(order, progress)
+    return BuildPlan(pools, templates, order, capacities, sampler, checker)
+
+
+def diversity_strides(order: Sequence[Task], sample: int = DIVERSITY_SAMPLE) -> dict[Task, int]:
+    """Every how many records of a task the diversity statistics read: 1 (all) up to ``sample`` per task."""
+    counts = Counter(order)
+    return {task: max(1, math.ceil(counts[task] / sample)) for task in counts}
+
+
+def build_dataset(config: BuildConfig, reporter: Reporter = SILENT) -> BuildResult:
+    """Build the multitask dataset in memory; :func:`write_build` puts it on disk. For large builds the
+    command uses :func:`build_to_files`, which gives the same bytes in flat memory."""
+    started = time.perf_counter()
+    plan = plan_build(config)
+    sink = MemorySink(len(plan.order))
+    gate = _Gate(config, plan.sampler, plan.checker, DuplicateIndex(config.near_duplicate_threshold), sink)
+    gate.fill(plan.order, reporter)
+    accepted = sink.candidates()
     records = [Record(instruction=c.instruction, input=c.input, output=c.output) for c in accepted]
     meta = [dict(c.meta, index=i) for i, c in enumerate(accepted)]
-    stats = _stats(config, records, order, meta, gate, capacities)
+    stats = _stats(plan, gate)
     if config.diversity:
-        stats["diversity"] = diversity_stats([r.model_dump() for r in records], order)
+        strides = diversity_strides(plan.order)
+        seen: Counter[Task] = Counter()
+        sample: list[tuple[dict[str, str], Task]] = []
+        for record, task in zip(records, plan.order, strict=True):
+            if seen[task] % strides[task] == 0:
+                sample.append((record.model_dump(), task))
+            seen[task] += 1
+        stats["diversity"] = _diversity(sample, strides, reporter)
     stats["seconds"] = round(time.perf_counter() - started, 2)
-    result = BuildResult(records, order, meta, gate.rejected, stats)
-    result.manifest = _manifest(config, pools, templates, result, capacities)
+    result = BuildResult(records, plan.order, meta, gate.rejected, stats)
+    output_sha = sha256_bytes(dataset_bytes(r.model_dump() for r in records))
+    result.manifest = _manifest(config, plan, stats, output_sha)
     return result
+
+
+def build_to_files(
+    config: BuildConfig, out: Path, reporter: Reporter = SILENT
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Build straight to ``out`` and its sidecars in flat memory: records spill to a temporary file as they are
+    accepted and are written in slot order at the end. The bytes equal ``write_build(build_dataset(config))``;
+    nothing appears at ``out`` until every file is complete."""
+    started = time.perf_counter()
+    plan = plan_build(config)
+    paths = {
+        "meta": sidecar(out, "meta.jsonl"),
+        "rejected": sidecar(out, "rejected.jsonl"),
+        "manifest": sidecar(out, "manifest.json"),
+        "dataset": out,
+    }
+    sink = SpillSink(len(plan.order), out.parent)
+    rejected = StreamedFile(paths["rejected"])
+    files = [rejected]
+    try:
+        gate = _Gate(config, plan.sampler, plan.checker, DuplicateIndex(config.near_duplicate_threshold), sink)
+        gate.on_reject = lambda item: rejected.write(orjson.dumps(item) + b"\n")
+        gate.keep_rejected = False
+        gate.fill(plan.order, reporter)
+        dataset, meta = StreamedFile(paths["dataset"]), StreamedFile(paths["meta"])
+        files += [dataset, meta]
+        sample = _write_in_order(sink, plan.order, dataset, meta, config.diversity, reporter)
+        stats = _stats(plan, gate)
+        if config.diversity:
+            stats["diversity"] = _diversity(sample, diversity_strides(plan.order), reporter)
+        stats["seconds"] = round(time.perf_counter() - started, 2)
+        output_sha = str(dataset.digest.hexdigest())
+        clear_sidecars(paths)
+        dataset.commit()
+        meta.commit()
+        rejected.commit()
+        write_atomic(paths["manifest"], json_bytes(_manifest(config, plan, stats, output_sha)))
+    except BaseException:
+        for file in files:
+            file.discard()
+        raise
+    finally:
+        sink.close()
+    return stats, paths
+
+
+def _write_in_order(
+    sink: SpillSink,
+    order: Sequence[Task],
+    dataset: StreamedFile,
+    meta: StreamedFile,
+    collect: bool,
+    reporter: Reporter,
+) -> list[tuple[dict[str, str], Task]]:
+    """Dataset array items and metadata lines in slot order; every k-th record per task kept for diversity."""
+    strides = diversity_strides(order)
+    seen: Counter[Task] = Counter()
+    sample: list[tuple[dict[str, str], Task]] = []
+    dataset.write(b"[\n")
+    with reporter.step("writing", len(order)) as step:
+        for index, (item, meta_json) in enumerate(sink.in_order()):
+            dataset.write(item if index == 0 else b",\n" + item)
+            meta.write(
+                meta_json[:-1] + (b',"index":%d}\n' % index if meta_json != b"{}" else b'{"index":%d}\n' % index)
+            )
+            task = order[index]
+            if collect and seen[task] % strides[task] == 0:
+                sample.append((orjson.loads(item), task))
+            seen[task] += 1
+            step.advance()
+    dataset.write(b"\n]\n")
+    return sample
+
+
+def meta_line(meta_json: bytes, index: int) -> bytes:
+    """``orjson.dumps(dict(meta, index=index))`` + newline, from the meta already serialized in the spill."""
+    if meta_json == b"{}":
+        return b'{"index":%d}\n' % index
+    return meta_json[:-1] + b',"index":%d}\n' % index
+
+
+def _diversity(
+    sample: list[tuple[dict[str, str], Task]], strides: Mapping[Task, int], reporter: Reporter
+) -> dict[str, Any]:
+    with reporter.step("diversity statistics", None) as step:
+        stats = diversity_stats([r for r, _ in sample], [t for _, t in sample])
+        step.advance(len(sample))
+    for task in TASKS:
+        if task in stats and strides.get(task, 1) > 1:
+            stats[task]["sampled_every"] = strides[task]
+    return stats
+
+
+def canonical(key: object) -> object:
+    """Sets as sorted tuples, recursively: equal keys then have one repr (a set's order follows salted hashes)."""
+    if isinstance(key, (set, frozenset)):
+        return ("<set>", *sorted((canonical(k) for k in key), key=repr))
+    if isinstance(key, tuple):
+        return tuple(canonical(k) for k in key)
+    return key
+
+
+def key_digest(key: object) -> int:
+    """A stable 8-byte digest of a candidate key: the set of seen keys stays small at a million records, and the
+    same on every machine (Python's own str hash is salted per process)."""
+    text = repr(canonical(key))
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 @dataclass
@@ -162,55 +317,66 @@ class _Gate:
     sampler: Sampler
     checker: RecordChecker
     duplicates: DuplicateIndex
+    sink: Sink
     rejected: list[dict[str, Any]] = field(default_factory=list)
-    seen: set[Hashable] = field(default_factory=set)
+    keep_rejected: bool = True
+    on_reject: Any = None  # Callable[[dict], None]: where the command streams rejections
+    rejected_total: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    seen: set[int] = field(default_factory=set)
+    distinct: Counter[str] = field(default_factory=Counter)
     blame: Counter[str] = field(default_factory=Counter)
+    balance: dict[str, Counter[str]] = field(
+        default_factory=lambda: {key: Counter() for key in ("category", "location", "work_type")}
+    )
 
-    def fill(self, order: list[Task], progress: ProgressFn | None) -> list[Candidate]:
-        slots: list[Candidate | None] = [None] * len(order)
-        pending = list(range(len(order)))
+    def fill(self, order: list[Task], reporter: Reporter) -> None:
+        pending = deque(range(len(order)))
         # A few rejects are normal even in tiny builds; beyond the share, the pools need fixing.
         allowed_rejects = int(self.config.max_reject_share * len(order)) + MIN_ALLOWED_REJECTS
-        done = 0
-        while pending:
-            batch, pending = pending[:BATCH], pending[BATCH:]
-            candidates = [self._draw_new(order[slot]) for slot in batch]
-            items = [(slot, c.model_record(), c.task) for slot, c in zip(batch, candidates, strict=True)]
-            all_findings = self.checker.check_many(items)
-            for slot, candidate, findings in zip(batch, candidates, all_findings, strict=True):
-                if not findings:
-                    hit = self.duplicates.add(f"{candidate.input}\n{candidate.output}", slot)
-                    if hit is not None:
-                        kind, other, similarity = hit
-                        findings = [
-                            Finding(
-                                index=slot,
-                                field="output",
-                                code=kind,
-                                message=f"like record {other} ({similarity:.2f})",
-                            )
-                        ]
-                if findings:
-                    self._reject(candidate, findings)
-                    if len(self.rejected) > allowed_rejects:
-                        raise KochallengeError(self._too_many_rejects_message())
-                    pending.append(slot)
-                else:
-                    slots[slot] = candidate
-                    done += 1
-            if progress is not None:
-                progress(done, len(order))
-        return [c for c in slots if c is not None]
+        with reporter.step("sampling and checks", len(order)) as step:
+            while pending:
+                batch = [pending.popleft() for _ in range(min(BATCH, len(pending)))]
+                candidates = [self._draw_new(order[slot]) for slot in batch]
+                items = [(slot, c.model_record(), c.task) for slot, c in zip(batch, candidates, strict=True)]
+                all_findings = self.checker.check_many(items)
+                accepted = 0
+                for slot, candidate, findings in zip(batch, candidates, all_findings, strict=True):
+                    if not findings:
+                        findings = self._duplicate_findings(slot, candidate)
+                    if findings:
+                        self._reject(candidate, findings)
+                        if self.rejected_total > allowed_rejects:
+                            raise KochallengeError(self._too_many_rejects_message())
+                        pending.append(slot)
+                    else:
+                        self._accept(slot, candidate)
+                        accepted += 1
+                step.advance(accepted)
+
+    def _duplicate_findings(self, slot: int, candidate: Candidate) -> list[Finding]:
+        hit = self.duplicates.add(f"{candidate.input}\n{candidate.output}", slot)
+        if hit is None:
+            return []
+        kind, other, similarity = hit
+        return [Finding(index=slot, field="output", code=kind, message=f"like record {other} ({similarity:.2f})")]
+
+    def _accept(self, slot: int, candidate: Candidate) -> None:
+        self.sink.accept(slot, candidate)
+        if candidate.task == "base_info":
+            for key, counts in self.balance.items():
+                counts[candidate.meta[key]] += 1
 
     def _draw_new(self, task: Task) -> Candidate:
         for _ in range(MAX_REPEATS):
             candidate = self.sampler.draw(task)
-            if candidate.key not in self.seen:
-                self.seen.add(candidate.key)
+            digest = key_digest(candidate.key)
+            if digest not in self.seen:
+                self.seen.add(digest)
+                self.distinct[task] += 1
                 return candidate
-        found = sum(1 for key in self.seen if isinstance(key, tuple) and key[0] == task)
         raise CapacityError(
-            f"task {task}: the pools ran out of new records after {found} distinct ones "
+            f"task {task}: the pools ran out of new records after {self.distinct[task]} distinct ones "
             f"({MAX_REPEATS} draws in a row repeated earlier records); grow {pool_to_grow(self.sampler.pools, task)}"
         )
 
@@ -218,20 +384,24 @@ class _Gate:
         reasons = sorted({f.code for f in findings})
         sources = _sources(candidate.meta)
         self.blame.update(f"{source} ({reason})" for source in sources for reason in reasons)
-        self.rejected.append(
-            {
-                "task": candidate.task,
-                "reasons": reasons,
-                "findings": [f.model_dump(exclude={"index"}, exclude_none=True) for f in findings],
-                "record": candidate.model_record(),
-                "meta": candidate.meta,
-            }
-        )
+        self.reasons.update(reasons)
+        self.rejected_total += 1
+        item = {
+            "task": candidate.task,
+            "reasons": reasons,
+            "findings": [f.model_dump(exclude={"index"}, exclude_none=True) for f in findings],
+            "record": candidate.model_record(),
+            "meta": candidate.meta,
+        }
+        if self.keep_rejected:
+            self.rejected.append(item)
+        if self.on_reject is not None:
+            self.on_reject(item)
 
     def _too_many_rejects_message(self) -> str:
         worst = ", ".join(f"{item} x{n}" for item, n in self.blame.most_common(5))
         return (
-            f"the checks rejected {len(self.rejected)} candidates, more than allowed for this size; "
+            f"the checks rejected {self.rejected_total} candidates, more than allowed for this size; "
             f"the pool items most often involved: {worst}. Fix those phrases (run lint-pools) and build again"
         )
 
@@ -246,36 +416,19 @@ def _sources(meta: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def _stats(
-    config: BuildConfig,
-    records: list[Record],
-    order: list[Task],
-    meta: list[dict[str, Any]],
-    gate: _Gate,
-    capacities: Mapping[Task, int],
-) -> dict[str, Any]:
-    per_task = Counter(order)
-    rejected = Counter(reason for item in gate.rejected for reason in item["reasons"])
+def _stats(plan: BuildPlan, gate: _Gate) -> dict[str, Any]:
+    per_task = Counter(plan.order)
     return {
-        "records": len(records),
+        "records": len(plan.order),
         "per_task": {t: per_task[t] for t in TASKS},
-        "capacity": {t: min(capacities[t], CAPACITY_SHOWN_MAX) for t in TASKS},
-        "rejected": dict(sorted(rejected.items())),
-        "rejected_total": len(gate.rejected),
-        "base_info_balance": {
-            key: dict(sorted(Counter(m[key] for m in meta if m["task"] == "base_info").items()))
-            for key in ("category", "location", "work_type")
-        },
+        "capacity": {t: min(plan.capacities[t], CAPACITY_SHOWN_MAX) for t in TASKS},
+        "rejected": dict(sorted(gate.reasons.items())),
+        "rejected_total": gate.rejected_total,
+        "base_info_balance": {key: dict(sorted(counts.items())) for key, counts in gate.balance.items()},
     }
 
 
-def _manifest(
-    config: BuildConfig,
-    pools: Pools,
-    templates: Templates,
-    result: BuildResult,
-    capacities: Mapping[Task, int],
-) -> dict[str, Any]:
+def _manifest(config: BuildConfig, plan: BuildPlan, stats: Mapping[str, Any], output_sha256: str) -> dict[str, Any]:
     from . import __version__
 
     return {
@@ -283,13 +436,13 @@ def _manifest(
         "library_version": __version__,
         "seed": config.seed,
         "options": config.fingerprint_options(),
-        "records": len(result.records),
-        "per_task": result.stats["per_task"],
-        "capacity": {t: min(capacities[t], CAPACITY_SHOWN_MAX) for t in TASKS},
-        "rejected": result.stats["rejected"],
-        "pool_files": {_relative(p, pools.root): sha256_file(p) for p in pools.files},
-        "template_files": {_relative(p, templates.root): sha256_file(p) for p in templates.files},
-        "output_sha256": sha256_bytes(dataset_bytes(r.model_dump() for r in result.records)),
+        "records": stats["records"],
+        "per_task": stats["per_task"],
+        "capacity": stats["capacity"],
+        "rejected": stats["rejected"],
+        "pool_files": {_relative(p, plan.pools.root): sha256_file(p) for p in plan.pools.files},
+        "template_files": {_relative(p, plan.templates.root): sha256_file(p) for p in plan.templates.files},
+        "output_sha256": output_sha256,
     }
 
 
@@ -300,8 +453,16 @@ def _relative(path: Path, root: Path) -> str:
         return path.name
 
 
+def clear_sidecars(paths: Mapping[str, Path]) -> None:
+    """Remove the previous build's sidecars before the new dataset replaces the old one, then write the new ones
+    with the manifest (which names the dataset's hash) last: a run killed at any moment leaves sidecars that belong
+    to the dataset beside them, or none, never an old manifest or metadata beside a new dataset."""
+    for kind in ("manifest", "meta", "rejected"):
+        paths[kind].unlink(missing_ok=True)
+
+
 def write_build(result: BuildResult, out: Path) -> dict[str, Path]:
-    """Write sidecars first and the dataset last, each atomically."""
+    """Write the dataset and its sidecars, each atomically; the manifest (with the dataset's hash) last."""
     data = dataset_bytes(r.model_dump() for r in result.records)
     paths = {
         "meta": sidecar(out, "meta.jsonl"),
@@ -309,10 +470,11 @@ def write_build(result: BuildResult, out: Path) -> dict[str, Path]:
         "manifest": sidecar(out, "manifest.json"),
         "dataset": out,
     }
+    clear_sidecars(paths)
+    write_atomic(paths["dataset"], data)
     write_atomic(paths["meta"], jsonl_bytes(result.meta))
     write_atomic(paths["rejected"], jsonl_bytes(result.rejected))
     write_atomic(paths["manifest"], json_bytes(result.manifest))
-    write_atomic(paths["dataset"], data)
     return paths
 
 
@@ -323,9 +485,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
     import orjson
 
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from exc
+        raw = read_user_bytes(path)
+    except UnsafeFileError as exc:
+        raise ConfigError(f"config: {exc}") from None
     try:
         data = orjson.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode("utf-8"))
     except (orjson.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -336,19 +498,14 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 
 def make_config(values: Mapping[str, Any], source: str = "options") -> BuildConfig:
+    """Validate build options; a bad flag is a usage error naming the flag, a bad config file names the key."""
     try:
         return BuildConfig.model_validate(dict(values))
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{source}: {key}: {first['msg']}") from exc
-
-
-def print_progress(done: int, total: int) -> None:
-    if sys.stderr.isatty() and total >= 2000:
-        width = 30
-        filled = width * done // total
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+        key = ".".join(str(p) for p in first["loc"]) or "options"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if source == "options":
+            flag = "--" + key.split(".")[0].replace("_", "-")
+            raise UsageError(f"{flag}: {message} (got {first.get('input')!r})") from exc
+        raise ConfigError(f"{source}: {key}: {message}") from exc

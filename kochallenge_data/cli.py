@@ -66,7 +66,13 @@ def _add_build(commands: Any) -> None:
     )
     build.add_argument("--size", type=int, help="number of records (default 3000)")
     build.add_argument("--seed", type=int, help="random seed (default 42)")
-    build.add_argument("--out", type=Path, help="dataset file (default ./multitask_dataset_v2.json)")
+    build.add_argument(
+        "--out",
+        type=dataset_out,
+        metavar="FILE|DIR/",
+        help="dataset file (default ./multitask_dataset_v2.json); a folder (an existing one, or a path ending in /) "
+        "gets multitask_dataset_v2.json inside it, with its sidecars",
+    )
     build.add_argument("--pools", type=Path, help="pools folder (default: the shipped pools)")
     build.add_argument("--templates", type=Path, help="templates folder (default: the shipped templates)")
     build.add_argument("--config", type=Path, help="TOML or JSON file with build options; flags override it")
@@ -108,8 +114,23 @@ def _add_lint(commands: Any) -> None:
     lint.add_argument("--pools", type=Path, help="pools folder (default: the shipped pools)")
 
 
+DEFAULT_DATASET_NAME = "multitask_dataset_v2.json"
+
+
+def dataset_out(text: str) -> Path:
+    """``build --out``: a file path, or a folder (existing, or written with a trailing slash) that gets the default
+    file name; every other command's ``--out`` is a folder, so a folder here must not silently become a file."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a file path or a folder")
+    path = Path(text)
+    if text.endswith(("/", "\\")) or path.is_dir():
+        return path / DEFAULT_DATASET_NAME
+    return path
+
+
 def _run_build(args: argparse.Namespace) -> int:
-    from .build import build_dataset, load_config_file, make_config, parse_mix, print_progress, write_build
+    from .build import build_to_files, load_config_file, make_config, parse_mix
+    from .progress import stderr_reporter
 
     values: dict[str, Any] = load_config_file(args.config) if args.config else {}
     flags = {
@@ -124,9 +145,10 @@ def _run_build(args: argparse.Namespace) -> int:
     if args.no_diversity:
         values["diversity"] = False
     config = make_config(values, str(args.config) if args.config else "options")
-    result = build_dataset(config, progress=print_progress)
-    paths = write_build(result, config.out)
-    print(_build_summary(result.stats, paths))
+    if config.out.is_dir():  # `out = "data/"` in a config file follows the --out rule
+        config = config.model_copy(update={"out": config.out / DEFAULT_DATASET_NAME})
+    stats, paths = build_to_files(config, config.out, stderr_reporter())
+    print(_build_summary(stats, paths))
     return 0
 
 

@@ -33,6 +33,12 @@ class ConfigError(KochallengeError):
     """A build configuration that does not validate."""
 
 
+class UsageError(ConfigError):
+    """A command-line option with a value the command cannot use (exit 2, like argparse's own errors)."""
+
+    exit_code = 2
+
+
 class InputFileError(KochallengeError):
     """A dataset file given to a command that cannot be used at all (exit 2)."""
 

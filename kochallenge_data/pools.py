@@ -39,6 +39,7 @@ from .pool_files import (
     WeekShape,
 )
 from .resources import shipped_dir
+from .safe_files import UnsafeFileError, read_user_text
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -180,7 +181,7 @@ def load_pools(root: Path | str | None = None) -> Pools:
     if not root_path.is_dir():
         raise PoolError(f"{root_path}: pools folder not found; pass --pools with a folder of pool files")
     domain_path = root_path / "domain.toml"
-    domain = _validate(DomainFile, _read_toml(domain_path), domain_path)
+    domain = _validate(DomainFile, _read_toml(domain_path, root_path), domain_path)
     _check_unique([c.key for c in domain.category], domain_path, "category key")
     _check_unique([c.name for c in domain.category], domain_path, "category name")
     _check_unique(domain.locations, domain_path, "location")
@@ -198,13 +199,13 @@ def load_pools(root: Path | str | None = None) -> Pools:
     _check_titles_distinct(challenges)
 
     instructions_path = root_path / "instructions.toml"
-    instructions_file = _validate(InstructionsFile, _read_toml(instructions_path), instructions_path)
+    instructions_file = _validate(InstructionsFile, _read_toml(instructions_path, root_path), instructions_path)
     instructions = {
         task: _phrases(instructions_path, getattr(instructions_file, task), frozenset(), root_path) for task in TASKS
     }
 
     requests_path = root_path / "requests.toml"
-    requests = _validate(RequestsFile, _read_toml(requests_path), requests_path)
+    requests = _validate(RequestsFile, _read_toml(requests_path, root_path), requests_path)
     facets = _load_facets(requests_path, requests, domain, root_path)
     frames = {
         level: _phrases(requests_path, getattr(requests.frames, level), slots, root_path)
@@ -219,7 +220,7 @@ def load_pools(root: Path | str | None = None) -> Pools:
     _check_frames_cover_every_shape(frames, requests_path)
 
     recommend_path = root_path / "recommend.toml"
-    recommend = _validate(RecommendFile, _read_toml(recommend_path), recommend_path)
+    recommend = _validate(RecommendFile, _read_toml(recommend_path, root_path), recommend_path)
     base_info_sentences = {
         reason: _phrases(recommend_path, getattr(recommend.base_info, reason), slots, root_path)
         for reason, slots in BASE_INFO_REASON_SLOTS.items()
@@ -241,7 +242,7 @@ def load_pools(root: Path | str | None = None) -> Pools:
     messages = _load_messages(messages_path, facet_keys, root_path)
 
     feedback_path = root_path / "feedback.toml"
-    feedback = _validate(FeedbackFile, _read_toml(feedback_path), feedback_path)
+    feedback = _validate(FeedbackFile, _read_toml(feedback_path, root_path), feedback_path)
     feedback_phrases = {
         kind: _phrases(feedback_path, getattr(feedback.phrases, kind), slots, root_path)
         for kind, slots in FEEDBACK_SLOTS.items()
@@ -285,13 +286,13 @@ def load_pools(root: Path | str | None = None) -> Pools:
     return pools
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, root: Path | None = None) -> dict[str, Any]:
+    """A pool file: a regular UTF-8 file whose real location is inside the pools folder."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PoolError(f"{path}: pool file not found") from None
-    except UnicodeDecodeError as exc:
-        raise PoolError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        text = read_user_text(path, inside=root if root is not None else path.parent)
+    except UnsafeFileError as exc:
+        message = str(exc).replace(": no such file", ": pool file not found")
+        raise PoolError(message) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -316,10 +317,10 @@ def _line_of(path: Path, needle: str) -> int | None:
     if not needle:
         return None
     try:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_user_text(path).splitlines(), start=1):
             if needle in line:
                 return number
-    except OSError:
+    except (OSError, UnsafeFileError):
         return None
     return None
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import PoolError
+from .safe_files import UnsafeFileError, read_user_text
 
 ALLOWLIST_FILE = "spacing_allowlist.toml"
 
@@ -31,7 +32,9 @@ def load_allowlist(pools_root: Path) -> tuple[str, ...]:
     if not path.exists():
         return ()
     try:
-        data = AllowlistFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+        data = AllowlistFile.model_validate(tomllib.loads(read_user_text(path, inside=pools_root)))
+    except UnsafeFileError as exc:
+        raise PoolError(str(exc)) from None
     except (tomllib.TOMLDecodeError, ValidationError, UnicodeDecodeError) as exc:
         raise PoolError(f"{path}: every [[allow]] needs text and a reason: {exc}") from exc
     return tuple(entry.text for entry in data.allow)

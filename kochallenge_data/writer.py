@@ -14,18 +14,67 @@ import orjson
 from .errors import KochallengeError
 
 
+def file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file: 0o666 less the umask. mkstemp's 0o600 would lock
+    out the trainer or the vLLM container that runs as another user."""
+    current = os.umask(0)
+    os.umask(current)
+    return 0o666 & ~current
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_prefix(path: Path) -> str:
+    """``.data.json.<pid>.``: the pid lets the next run tell a killed run's leftovers from a live run's files."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete temp files that a killed run left beside ``path`` (their process is gone); return what was removed."""
+    removed: list[Path] = []
+    try:
+        entries = list(path.parent.glob(f".{glob_escape(path.name)}.*{TEMP_SUFFIX}"))
+    except OSError:
+        return removed
+    for entry in entries:
+        parts = entry.name[len(path.name) + 2 :].split(".", 1)
+        if parts[0].isdigit() and not _alive(int(parts[0])) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, flush it to disk, then rename over ``path``."""
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        remove_stale_temps(path)
+        handle, temp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=folder)
     except OSError as exc:
         raise KochallengeError(f"{path}: cannot write here ({exc.strerror})") from exc
     try:
         with os.fdopen(handle, "wb") as temp:
             temp.write(data)
             temp.flush()
+            os.fchmod(temp.fileno(), file_mode())
             os.fsync(temp.fileno())
         os.replace(temp_name, path)
     except BaseException:

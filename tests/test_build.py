@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -11,14 +12,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kochallenge_data.build import BuildConfig, build_dataset, split_counts, write_build
-from kochallenge_data.checks.record import RecordChecker
+from kochallenge_data.build import (
+    BuildConfig,
+    build_dataset,
+    build_to_files,
+    key_digest,
+    meta_line,
+    split_counts,
+    write_build,
+)
+from kochallenge_data.build_sink import record_item_bytes
+from kochallenge_data.checks.record import RecordChecker, infer_task
 from kochallenge_data.errors import CapacityError, KochallengeError
 from kochallenge_data.formats import parse_recommendation
 from kochallenge_data.generate import capacity
 from kochallenge_data.generate.selection import Licence, allowed
 from kochallenge_data.models import TASKS, WeeklyRecord
 from kochallenge_data.pools import load_pools
+from kochallenge_data.writer import dataset_bytes
 
 from .conftest import FIXTURE_POOLS, GOLDEN, ROOT, assert_golden
 
@@ -231,3 +242,128 @@ def test_too_many_rejects_name_the_pool_items_at_fault(tmp_path: Path) -> None:
     )
     with pytest.raises(KochallengeError, match=r"recommend\.toml:\d+ \(spacing\)"):
         build_dataset(config)
+
+
+# --------------------------------------------------------------------------------------------
+# building straight to files, in flat memory
+
+
+def test_building_to_files_gives_the_same_bytes_as_the_in_memory_build(tmp_path: Path) -> None:
+    """Refilled slots (near duplicates at a low threshold) are written in slot order, as the in-memory build has them."""
+    # The shipped pools: big enough that a 0.7 threshold rejects some records without exhausting any task.
+    config = small_config(tmp_path, size=400, seed=5, pools=None, near_duplicate_threshold=0.7, diversity=False)
+    in_memory = build_dataset(config)
+    assert in_memory.stats["rejected_total"] > 0, "the comparison needs slots that were drawn again"
+    expected = write_build(in_memory, tmp_path / "memory" / "data.json")
+    stats, written = build_to_files(config, tmp_path / "files" / "data.json")
+    for kind, path in expected.items():
+        assert written[kind].read_bytes() == path.read_bytes(), kind
+    assert stats["rejected_total"] == in_memory.stats["rejected_total"]
+    assert sorted(p.name for p in (tmp_path / "files").iterdir()) == sorted(p.name for p in expected.values())
+
+
+records_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=60)
+@given(st.lists(st.fixed_dictionaries({"instruction": records_text, "input": records_text, "output": records_text}),
+                min_size=1, max_size=5))  # fmt: skip
+def test_array_items_join_into_exactly_the_dataset_bytes(rows: list[dict[str, str]]) -> None:
+    streamed = b"[\n" + b",\n".join(record_item_bytes(r) for r in rows) + b"\n]\n"
+    assert streamed == dataset_bytes(rows)
+
+
+@settings(max_examples=60)
+@given(meta=st.dictionaries(st.text(max_size=8).filter(lambda k: k != "index"), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
+                            max_size=4), index=st.integers(0, 10**6))  # fmt: skip
+def test_metadata_lines_are_the_meta_with_its_index(meta: dict[str, object], index: int) -> None:
+    assert meta_line(orjson.dumps(meta), index) == orjson.dumps(dict(meta, index=index)) + b"\n"
+
+
+@settings(max_examples=60)
+@given(titles=st.lists(st.text(max_size=6), min_size=1, max_size=6, unique=True), seed=st.randoms())
+def test_equal_keys_have_one_digest_whatever_the_set_order(titles: list[str], seed: object) -> None:
+    shuffled = list(titles)
+    seed.shuffle(shuffled)  # type: ignore[attr-defined]
+    assert key_digest(("base_info", "도시", frozenset(titles))) == key_digest(
+        ("base_info", "도시", frozenset(shuffled))
+    )
+    assert key_digest(("base_info", "도시", frozenset(titles))) != key_digest(("base_info", "산", frozenset(titles)))
+
+
+def test_a_failed_build_leaves_no_output_and_no_temporary_file(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    config = small_config(tmp_path, size=30, max_reject_share=0.0, near_duplicate_threshold=0.3, out=folder / "d.json")
+    with pytest.raises(KochallengeError, match="rejected"):
+        build_to_files(config, config.out)
+    assert list(folder.iterdir()) == []
+
+
+def test_written_files_follow_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        _, paths = build_to_files(small_config(tmp_path, size=12), tmp_path / "data.json")
+    finally:
+        os.umask(previous)
+    for path in paths.values():
+        assert path.stat().st_mode & 0o777 == 0o640, path
+
+
+def test_temp_files_of_a_killed_run_are_removed_by_the_next_run(tmp_path: Path) -> None:
+    out = tmp_path / "data.json"
+    dead = tmp_path / ".data.json.999999999.x1y2.tmp"  # no such process
+    mine = tmp_path / f".data.json.{os.getpid()}.live.tmp"  # a live run's file is left alone
+    foreign = tmp_path / ".notes.txt.999999999.z.tmp"  # another output's temp file is not ours to remove
+    for path in (dead, mine, foreign):
+        path.write_text("partial")
+    build_to_files(small_config(tmp_path, size=12), out)
+    assert not dead.exists() and mine.exists() and foreign.exists()
+
+
+KILL_SCRIPT = """
+import sys
+from pathlib import Path
+from kochallenge_data.build import BuildConfig, build_to_files
+config = BuildConfig(size=int(sys.argv[2]), seed=int(sys.argv[3]), diversity=False)
+build_to_files(config, Path(sys.argv[1]))
+"""
+
+
+def consistent(folder: Path) -> None:
+    """Whatever a kill left: the manifest, when present, names this dataset; metadata never outnumbers it."""
+    dataset, manifest, meta = folder / "data.json", folder / "data.manifest.json", folder / "data.meta.jsonl"
+    if not dataset.exists():
+        assert not manifest.exists()
+        return
+    records = orjson.loads(dataset.read_bytes())
+    if manifest.exists():
+        assert orjson.loads(manifest.read_bytes())["output_sha256"] == hashlib.sha256(dataset.read_bytes()).hexdigest()
+    if meta.exists():
+        lines = meta.read_bytes().splitlines()
+        assert len(lines) == len(records)
+        # The metadata belongs to this dataset: record by record, the task it names is the record's.
+        assert [orjson.loads(line)["task"] for line in lines] == [infer_task(r) for r in records]
+
+
+@pytest.mark.slow
+def test_a_build_killed_at_any_moment_never_leaves_sidecars_that_disagree_with_the_dataset(tmp_path: Path) -> None:
+    import random
+    import signal
+    import time
+
+    folder = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(folder / "data.json"), "200", "1"], env=env, check=True)
+    rng = random.Random(11)
+    for attempt in range(6):
+        process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(folder / "data.json"), "300", str(attempt + 2)],
+                                   env=env, stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(rng.uniform(0.5, 4.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        consistent(folder)
+    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(folder / "data.json"), "200", "1"], env=env, check=True)
+    consistent(folder)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "data.json", "data.manifest.json", "data.meta.jsonl", "data.rejected.jsonl"
+    ], "the finished run removed every temporary file the killed runs left"  # fmt: skip

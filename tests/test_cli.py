@@ -14,7 +14,12 @@ from .conftest import FIXTURE_POOLS, ROOT
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kochallenge_data", *args], cwd=cwd, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "kochallenge_data", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,  # a hang is a failure, not a stuck CI job
     )
 
 
@@ -51,7 +56,7 @@ def test_build_prints_a_summary_and_writes_the_files(tmp_path: Path) -> None:
         (["build", "--pools", "no/such/folder"], "pools folder not found"),
         (["build", "--size", "100000", "--pools", str(FIXTURE_POOLS)], "task base_info needs"),
         (["build", "--mix", "base_info=1,chat=2"], "unknown task 'chat'"),
-        (["build", "--config", "missing.toml"], "cannot read config"),
+        (["build", "--config", "missing.toml"], "missing.toml: no such file"),
         (["validate", "missing.json"], "file not found"),
     ],
 )
@@ -66,6 +71,53 @@ def test_user_mistakes_get_one_line_and_no_traceback(tmp_path: Path, args: list[
 def test_bad_usage_exits_2(tmp_path: Path) -> None:
     assert run_cli("build", "--size", "many", cwd=tmp_path).returncode == 2
     assert run_cli("no-such-command", cwd=tmp_path).returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mix", "base_info=nan"], "--mix: weight for base_info must be a finite number"),
+        (["--mix", "base_info=inf"], "--mix: weight for base_info must be a finite number"),
+        (["--mix", "base_info=1e400"], "--mix: weight for base_info must be a finite number"),
+        (["--mix", "base_info=-1"], "--mix: weight for base_info must be a finite number >= 0"),
+        (["--mix", "freetext=1"], "--mix: unknown task 'freetext'"),
+        (["--mix", "base_info=0,free_text=0,feedback=0"], "--mix: mix weights must be >= 0 with at least one above 0"),
+        (["--seed", str(10**30)], "--seed: Input should be less than"),
+        (["--seed", "-1"], "--seed: Input should be greater than or equal to 0"),
+        (["--size", "0"], "--size: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_option_values_are_usage_errors_naming_the_flag(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_cli("build", "--pools", str(FIXTURE_POOLS), *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"Error: {message}"), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr and "Value error" not in result.stderr
+    assert not list(tmp_path.iterdir()), "nothing written"
+
+
+def test_a_pool_file_that_is_a_fifo_a_folder_or_a_link_outside_is_refused_at_once(tmp_path: Path) -> None:
+    import os
+
+    cases = {}
+    for case in ("fifo", "folder", "outside"):
+        pools = tmp_path / case
+        shutil.copytree(FIXTURE_POOLS, pools)
+        target = pools / "instructions.toml"
+        target.unlink()
+        if case == "fifo":
+            os.mkfifo(target)
+        elif case == "folder":
+            target.mkdir()
+        else:
+            secret = tmp_path / "secret.toml"
+            secret.write_text("[x]\n", encoding="utf-8")
+            target.symlink_to(secret)
+        cases[case] = run_cli("build", "--pools", str(pools), "--size", "5", cwd=tmp_path)
+    assert "not a regular file" in cases["fifo"].stderr
+    assert "is a folder" in cases["folder"].stderr
+    assert "points outside" in cases["outside"].stderr
+    for result in cases.values():
+        assert result.returncode == 1 and result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
 
 
 def test_a_broken_pool_file_is_named_with_its_line(tmp_path: Path) -> None:
@@ -107,3 +159,20 @@ def test_every_command_dispatches_to_its_own_handler(command: str) -> None:
     action = next(a for a in parser._actions if a.dest == "command")
     handler = action.choices[command].get_default("func")  # type: ignore[index]
     assert command.split("-")[0] in handler.__name__, (command, handler.__name__)
+
+
+@pytest.mark.parametrize("form", ["existing", "slash"])
+def test_build_out_as_a_folder_writes_the_default_file_inside_it(tmp_path: Path, form: str) -> None:
+    folder = tmp_path / "data"
+    if form == "existing":
+        folder.mkdir()
+    out = str(folder) if form == "existing" else f"{folder}/"
+    result = run_cli(
+        "build", "--size", "12", "--pools", str(FIXTURE_POOLS), "--no-diversity", "--out", out, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "multitask_dataset_v2.json", "multitask_dataset_v2.manifest.json", "multitask_dataset_v2.meta.jsonl",
+        "multitask_dataset_v2.rejected.jsonl",
+    ]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "no orphan sidecar beside the folder"

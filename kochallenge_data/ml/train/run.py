@@ -327,9 +327,8 @@ def prepare(options: TrainOptions, tokenizer: Any, say: ProgressFn) -> Prepared:
         fitting = [e.index for e in audit.kept]
         grouped = grouped_validation(options.data, records, fitting, options.validation_share, options.seed)
         train_ids, validation_ids = grouped or split_validation(len(fitting), options.validation_share, options.seed)
-        validation_source = (
-            f"{options.validation_share:g} share, "
-            + ("whole pool items held out" if grouped else "random records (too few items to group)")
+        validation_source = f"{options.validation_share:g} share, " + (
+            "whole pool items held out" if grouped else "random records (too few items to group)"
         )
         train_set = [audit.kept[i] for i in train_ids]
         validation_set = [audit.kept[i] for i in validation_ids]
