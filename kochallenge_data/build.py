@@ -30,7 +30,7 @@ from .generate.sampler import DEFAULT_MAX_LINE_SHARE
 from .models import TASKS, Finding, Record, Task
 from .pools import Pools, load_pools
 from .progress import SILENT, Reporter
-from .safe_files import UnsafeFileError, read_user_bytes
+from .safe_files import read_options_file
 from .spacing_allowlist import load_allowlist
 from .templates import Templates, load_templates
 from .writer import dataset_bytes, json_bytes, jsonl_bytes, sha256_bytes, sha256_file, sidecar, write_atomic
@@ -480,21 +480,7 @@ def write_build(result: BuildResult, out: Path) -> dict[str, Path]:
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a build config (TOML or JSON) as a dict of BuildConfig fields."""
-    import tomllib
-
-    import orjson
-
-    try:
-        raw = read_user_bytes(path)
-    except UnsafeFileError as exc:
-        raise ConfigError(f"config: {exc}") from None
-    try:
-        data = orjson.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode("utf-8"))
-    except (orjson.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the config must be a table/object of build options")
-    return data
+    return read_options_file(path, "build options")
 
 
 def make_config(values: Mapping[str, Any], source: str = "options") -> BuildConfig:

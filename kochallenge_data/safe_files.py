@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
-from .errors import KochallengeError
+from .errors import ConfigError, KochallengeError
 
 MAX_INPUT_BYTES = 64 * 2**20
 """A pool, template or config file larger than this is not one a person wrote."""
@@ -74,3 +75,23 @@ def check_inside(path: Path, folder: Path) -> None:
         raise UnsafeFileError(f"{path}: cannot be resolved ({exc})") from None
     if real != root and root not in real.parents:
         raise UnsafeFileError(f"{path}: points outside {folder} (to {real}); refusing to read it")
+
+
+def read_options_file(path: Path, what: str) -> dict[str, Any]:
+    """A ``--config`` file: TOML, or JSON by its suffix, holding one table of options (``what`` names them)."""
+    import tomllib
+
+    import orjson
+
+    try:
+        raw = read_user_bytes(path)
+    except UnsafeFileError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    kind = "JSON" if path.suffix == ".json" else "TOML"
+    try:
+        data = orjson.loads(raw) if kind == "JSON" else tomllib.loads(raw.decode("utf-8"))
+    except (orjson.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {kind}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a table of {what}")
+    return data

@@ -88,20 +88,9 @@ def make_train_options(values: dict[str, Any], source: str = "options") -> Train
 
 def load_train_config(path: Path) -> dict[str, Any]:
     """Read a ``--config`` file (TOML, or JSON by suffix) as a dict of option fields, keys checked."""
-    import tomllib
+    from ...safe_files import read_options_file
 
-    import orjson
-
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise KochallengeError(f"{path}: cannot read the train config ({exc.strerror})") from exc
-    try:
-        data = orjson.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode("utf-8"))
-    except (orjson.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise KochallengeError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise KochallengeError(f"{path}: the train config must be a table of options")
+    data = read_options_file(path, "train options")
     unknown = sorted(set(data) - set(TrainOptions.model_fields))
     if unknown:
         raise KochallengeError(f"{path}: unknown train option(s) {', '.join(unknown)}; see `train --help`")
