@@ -21,7 +21,8 @@ BUILD_EXAMPLE = """example:
 VALIDATE_EXAMPLE = """example:
   python -m kochallenge_data validate old_dataset.json
   python -m kochallenge_data validate data.jsonl --json > report.json
-  python -m kochallenge_data validate old_dataset.json --fix fixed.json"""
+  python -m kochallenge_data validate old_dataset.json --fix fixed.json
+  python -m kochallenge_data validate big.jsonl --workers 2"""
 
 LINT_EXAMPLE = """example:
   python -m kochallenge_data lint-pools
@@ -100,6 +101,9 @@ def _add_validate(commands: Any) -> None:
     validate.add_argument("--challenges", type=int, default=3, help="expected challenges per recommendation")
     validate.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
     validate.add_argument("--no-spacing", action="store_true", help="skip the Kiwi spacing check")
+    validate.add_argument(
+        "--workers", type=int, default=1, help="processes that check records (same output for any number)"
+    )
 
 
 def _add_lint(commands: Any) -> None:
@@ -175,21 +179,23 @@ def _build_summary(stats: dict[str, Any], paths: dict[str, Path]) -> str:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from .validate import print_report, read_dataset, validate_records, write_fixed
+    from .progress import stderr_reporter
+    from .validate import ReportWriter, ValidateOptions, validate_file
 
-    records = read_dataset(args.file)
-    report = validate_records(
-        records,
+    options = ValidateOptions(
         task=args.task,
         expected_challenges=args.challenges,
         threshold=args.threshold,
         check_spacing=not args.no_spacing,
     )
-    print_report(report, as_json=args.json, source=args.file)
+    report = ReportWriter(as_json=args.json)
+    result = validate_file(
+        args.file, options, report, fixed_out=args.fix, workers=args.workers, reporter=stderr_reporter()
+    )
+    report.finish(args.file, result)
     if args.fix:
-        changes = write_fixed(records, report, args.fix)
-        print(f"wrote {args.fix}: {changes}", file=sys.stderr if args.json else sys.stdout)
-    return 1 if report.findings else 0
+        print(f"wrote {args.fix}: {result.changes_line()}", file=sys.stderr if args.json else sys.stdout)
+    return 1 if result.findings else 0
 
 
 def _run_lint(args: argparse.Namespace) -> int:

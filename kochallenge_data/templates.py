@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -33,9 +33,13 @@ FEEDBACK_LAYOUT_DIR = "feedback"
 
 def _josa_filter(word: Any, pair: str) -> str:
     try:
-        return attach_particle(str(word), pair)
+        return _attach_particle(str(word), pair)
     except ValueError as exc:
         raise TemplateError(str(exc)) from exc
+
+
+# The same titles and places take the same particles all through a build.
+_attach_particle = lru_cache(maxsize=65536)(attach_particle)
 
 
 @lru_cache(maxsize=1)
@@ -66,6 +70,9 @@ def phrase_slots(text: str) -> frozenset[str]:
 
 def render_phrase(text: str, **values: Any) -> str:
     """Render a pool phrase (compiled once per distinct text)."""
+    fast = render_simple(text, values)
+    if fast is not None:
+        return fast
     rendered: str = compiled(text).render(**values)
     return rendered.strip()
 
@@ -73,7 +80,92 @@ def render_phrase(text: str, **values: Any) -> str:
 @lru_cache(maxsize=65536)
 def compiled(text: str) -> Any:
     """The compiled template for ``text``, built once per distinct source."""
-    return environment().from_string(text)
+    template = environment().from_string(text)
+    # jinja gives a template a ChainMap over the environment's globals and copies it on every render,
+    # which is a third of rendering a feedback layout. Nothing adds globals once the environment is
+    # built, so a plain dict of the same items renders the same text.
+    template.globals = dict(template.globals)
+    return template
+
+
+@dataclass(frozen=True)
+class Slot:
+    """``{{ name }}`` or ``{{ name | josa("을/를") }}`` in a simple template."""
+
+    name: str
+    particle: str | None  # the josa pair, or None for the bare value
+
+
+# A simple template: literal text and slots, in order.
+SimpleParts = tuple[str | Slot, ...]
+
+
+@lru_cache(maxsize=65536)
+def simple_parts(text: str) -> SimpleParts | None:
+    """The template as literal text and slots, or None when it uses anything else (jinja renders those).
+
+    Pool phrases are almost all of this shape, and a jinja render costs far more than joining the parts;
+    jinja's own parser splits the text, so literal text comes out exactly as jinja would write it.
+    """
+    if "{" not in text and "\r" not in text:
+        return (text,)  # no tag, slot or comment, and no line ending for jinja to normalise: the text itself
+    try:
+        parsed = environment().parse(text)
+    except TemplateSyntaxError:
+        return None
+    parts: list[str | Slot] = []
+    for statement in parsed.body:
+        if not isinstance(statement, nodes.Output):
+            return None
+        for node in statement.nodes:
+            part = _simple_part(node)
+            if part is None:
+                return None
+            parts.append(part)
+    return tuple(parts)
+
+
+def _simple_part(node: nodes.Node) -> str | Slot | None:
+    if isinstance(node, nodes.TemplateData):
+        data: str = node.data
+        return data
+    if isinstance(node, nodes.Name) and node.ctx == "load":
+        return Slot(node.name, None)
+    if (
+        isinstance(node, nodes.Filter)
+        and node.name == "josa"
+        and isinstance(node.node, nodes.Name)
+        and len(node.args) == 1
+        and isinstance(node.args[0], nodes.Const)
+        and isinstance(node.args[0].value, str)
+        and not node.kwargs
+        and node.dyn_args is None
+        and node.dyn_kwargs is None
+    ):
+        return Slot(node.node.name, node.args[0].value)
+    return None
+
+
+def render_simple(text: str, values: Mapping[str, Any]) -> str | None:
+    """``text`` rendered without jinja when it is simple and every slot it uses has a value, else None.
+
+    The result is what jinja gives (``str`` of each value, the josa filter for a particle, stripped);
+    anything else, a missing value included, is left to jinja so its errors stay the same.
+    """
+    parts = simple_parts(text)
+    if parts is None:
+        return None
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+        elif part.name not in values:
+            return None
+        elif part.particle is None:
+            out.append(str(values[part.name]))
+        else:
+            out.append(str(_josa_filter(values[part.name], part.particle)))
+    return "".join(out).strip()
 
 
 @dataclass(frozen=True)
@@ -83,6 +175,9 @@ class Template:
     source: str
 
     def render(self, **values: Any) -> str:
+        fast = render_simple(self.source, values)
+        if fast is not None:
+            return fast
         try:
             rendered: str = compiled(self.source).render(**values)
             return rendered.strip()

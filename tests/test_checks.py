@@ -78,3 +78,31 @@ def test_feedback_allows_digits_and_emoji_but_not_past_100(phrase: str, emoji: s
     found = codes(output, week)
     assert "non_korean" not in found
     assert ("feedback_too_long" in found) == (len(output) > 100)
+
+
+# The speed-only helpers in checks/record.py must give exactly what the functions they stand for give.
+from hypothesis import settings  # noqa: E402
+
+from kochallenge_data.checks.record import by_words, has_emoji  # noqa: E402
+from kochallenge_data.text import broken_sequences, emoji_in  # noqa: E402
+
+from .strategies import INVISIBLE, mixed_text  # noqa: E402
+
+spaced_mixed_text = st.lists(
+    st.one_of(mixed_text, st.sampled_from([" ", "  ", " \u0301", "\u200d ", " \U0001f1f0", "1\ufe0f\u20e3 "])),
+    max_size=6,
+).map("".join)
+
+
+@settings(max_examples=300)
+@given(spaced_mixed_text)
+def test_word_by_word_span_finders_match_the_whole_text_walk(text: str) -> None:
+    assert by_words(text, broken_sequences) == broken_sequences(text)
+    for policy in DEFAULT_POLICY.values():
+        assert by_words(text, lambda piece, p=policy: disallowed_spans(piece, p)) == disallowed_spans(text, policy)
+
+
+@settings(max_examples=300)
+@given(st.one_of(spaced_mixed_text, st.lists(st.sampled_from([*EMOJI, *INVISIBLE, "가", " ", "1", "#"])).map("".join)))
+def test_has_emoji_matches_the_emoji_library(text: str) -> None:
+    assert has_emoji(text) == bool(emoji_in(text))

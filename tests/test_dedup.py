@@ -1,11 +1,24 @@
 from __future__ import annotations
 
-from hypothesis import given
+import numpy as np
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kochallenge_data.checks.dedup import DuplicateIndex, jaccard, shingles
+from kochallenge_data.checks.dedup import (
+    DuplicateIndex,
+    SortedRuns,
+    fingerprint,
+    fingerprint_batch,
+    jaccard,
+    joined_key,
+    normalized,
+    shingles,
+    sorted_distinct,
+    sorted_jaccard,
+)
+from kochallenge_data.text import normalize_for_compare
 
-from .strategies import words
+from .strategies import mixed_text, words
 
 sentences = st.lists(words, min_size=3, max_size=12).map(" ".join)
 
@@ -61,3 +74,116 @@ def test_insert_keeps_near_duplicates_searchable() -> None:
     assert added.find(third) is None  # add() kept only the first of the near pair
     hit = inserted.find(third)
     assert hit is not None and hit[1] == 1
+
+
+# The compact index: the same answers as brute force, whichever way texts arrive and wherever shingles live.
+
+
+@st.composite
+def texts_with_near_copies(draw: st.DrawFn) -> list[str]:
+    texts = draw(st.lists(sentences, min_size=2, max_size=40))
+    for _ in range(draw(st.integers(0, 12))):
+        source = draw(st.sampled_from(texts))
+        kind = draw(st.sampled_from(["word", "spaces", "same"]))
+        texts.append(
+            source + draw(words) if kind == "word" else source.replace(" ", "  ") if kind == "spaces" else source
+        )
+    return draw(st.permutations(texts))
+
+
+def brute_force(texts: list[str], threshold: float = 0.8) -> list[tuple[str, int, float] | None]:
+    """What the index must answer: the first exact copy, else the most similar kept text at or over the threshold."""
+    kept: list[tuple[int, str]] = []
+    answers: list[tuple[str, int, float] | None] = []
+    for i, text in enumerate(texts):
+        same = [k for k, other in kept if normalized(other) == normalized(text)]
+        if same:
+            answers.append(("duplicate", same[0], 1.0))
+            continue
+        scored = [(true_similarity(text, other), k) for k, other in kept]
+        best = max((s for s in scored if s[0] >= threshold), key=lambda s: (s[0], -s[1]), default=None)
+        answers.append(None if best is None else ("near_duplicate", best[1], best[0]))
+        if best is None:
+            kept.append((i, text))
+    return answers
+
+
+@settings(max_examples=60)
+@given(texts_with_near_copies(), st.integers(1, 7), st.sampled_from([1 << 30, 4096]))
+def test_batches_and_spilled_shingles_agree_with_brute_force(texts: list[str], batch: int, memory: int) -> None:
+    one_by_one = DuplicateIndex(memory_bytes=memory)
+    sequential = [one_by_one.add(text, i) for i, text in enumerate(texts)]
+    batched_index = DuplicateIndex(memory_bytes=memory)
+    batched: list[tuple[str, int, float] | None] = []
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        batched += batched_index.add_batch(fingerprint_batch(chunk), range(start, start + len(chunk)))
+    assert batched == sequential
+    expected = brute_force(texts)
+    for got, want in zip(sequential, expected, strict=True):
+        if want is not None and want[0] == "duplicate":
+            assert got == want
+        elif got is None:
+            # LSH may miss a pair near the threshold, never a pair this close.
+            assert want is None or want[2] < 0.95
+        else:
+            assert want is not None and got[0] == "near_duplicate" and abs(got[2] - want[2]) < 1e-12
+
+
+def test_shingles_spilled_to_disk_read_back_the_same() -> None:
+    texts = [f"장바구니를 챙겨서 시장에 가요 {i}번째 이야기와 {i * 7}개의 다른 낱말" for i in range(300)]
+    small, large = DuplicateIndex(memory_bytes=8192), DuplicateIndex()
+    for i, text in enumerate(texts):
+        assert small.add(text, i) == large.add(text, i)
+    assert small._grams._spilled_from is not None  # the test did reach the file
+    assert len(small) == len(large) > 250
+    for position in range(len(small)):
+        assert np.array_equal(small._grams.get(position), large._grams.get(position))
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 1000)), max_size=300), st.integers(1, 50))
+def test_sorted_runs_hold_every_pair(pairs: list[tuple[int, int]], every: int) -> None:
+    runs = SortedRuns(np.uint32, np.int32)
+    runs.flush_at, runs.max_run = 7, 40  # many runs and merges, and runs that stop growing
+    expected: dict[int, list[int]] = {}
+    for n, (key, value) in enumerate(pairs):
+        if n % every == 0:
+            runs.add_run(np.array([key], dtype=np.uint32), np.array([value], dtype=np.int32))
+        else:
+            runs.add([key], value)
+            runs.settle()
+        expected.setdefault(key, []).append(value)
+        if n % every == 0:
+            runs.flush()
+    for key in range(41):
+        assert sorted(runs.values(np.array([key], dtype=np.uint32))) == sorted(expected.get(key, []))
+    assert len(runs) == len(pairs)
+
+
+@given(mixed_text, mixed_text)
+def test_fast_normalization_is_the_same(text: str, other: str) -> None:
+    assert normalized(text) == normalize_for_compare(text)
+    assert joined_key(normalized(text), normalized(other)) == normalized(f"{text}\n{other}")
+
+
+@given(st.sets(st.integers(0, 60)), st.sets(st.integers(0, 60)))
+def test_sorted_jaccard_is_jaccard(a: set[int], b: set[int]) -> None:
+    as_array = [np.array(sorted(s), dtype=np.uint64) for s in (a, b)]
+    assert sorted_jaccard(*as_array) == jaccard(frozenset(a), frozenset(b))
+
+
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=60))
+def test_sorted_distinct_is_numpys_unique(values: list[int]) -> None:
+    array = np.array(values, dtype=np.uint64)
+    assert np.array_equal(sorted_distinct(array), np.unique(array))
+
+
+@given(st.lists(mixed_text, max_size=40))
+def test_batched_fingerprints_are_the_single_ones(texts: list[str]) -> None:
+    batch = fingerprint_batch(texts)
+    for i, text in enumerate(texts):
+        single = fingerprint(text)
+        item = batch.item(i)
+        assert item.key == single.key
+        assert np.array_equal(item.grams, single.grams) and np.array_equal(item.signature, single.signature)
+        assert np.array_equal(item.grams, shingles(text))

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 
-from kochallenge_data.checks.spacing import SpacingChecker
+from kochallenge_data.checks import spacing as spacing_module
+from kochallenge_data.checks.spacing import LruCache, SpacingChecker, _Segment, _segments
+from kochallenge_data.text import ZERO_WIDTH, ZWJ, grapheme_clusters, is_emoji_cluster
 
 from .strategies import mixed_text
 
@@ -63,3 +69,84 @@ def test_only_whitespace_ever_changes_and_nothing_raises(text: str) -> None:
     assert result.fixed().replace(" ", "") == result.text.replace(" ", "")
     assert "".join(result.suggestion.split()) == "".join(result.text.split())
     assert len(result.fixed()) == len(result.text) + len(result.insertions)
+
+
+# The pre-check and the bounded caches. The pre-check may only skip Kiwi where the full check finds
+# nothing: on the spacing bench's corpus and its glued and single-gap variants, both give the same results.
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "spacing_bench.py"
+
+
+def load_spacing_bench() -> object:
+    spec = importlib.util.spec_from_file_location("spacing_bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_precheck_gives_the_full_checks_results_on_the_bench_corpus() -> None:
+    bench: Any = load_spacing_bench()
+    sentences = bench.read_corpus(bench.CORPUS)
+    texts = sentences + [s.replace(" ", "") for s in sentences] + [v for s in sentences for v in bench.single_gaps(s)]
+    fast, full = SpacingChecker(precheck=True), SpacingChecker()
+    for quick, slow in zip(fast.check_many(texts), full.check_many(texts), strict=True):
+        assert quick.insertions == slow.insertions, quick.text
+        if not slow.ok:
+            assert quick.suggestion == slow.suggestion
+    assert fast.stats["cleared"] > len(sentences) // 2  # it does skip most correct sentences
+
+
+def reference_segments(text: str) -> list[_Segment]:
+    """The cluster-by-cluster walk the fast version replaced."""
+    segments: list[_Segment] = []
+    current: list[str] = []
+    start = offset = 0
+    for cluster in grapheme_clusters(text):
+        if is_emoji_cluster(cluster) or any(c in ZERO_WIDTH or c == ZWJ for c in cluster):
+            if current:
+                segments.append(_Segment(start, "".join(current)))
+            current = []
+            start = offset + len(cluster)
+        else:
+            if not current:
+                start = offset
+            current.append(cluster)
+        offset += len(cluster)
+    if current:
+        segments.append(_Segment(start, "".join(current)))
+    return [s for s in segments if any("\uac00" <= c <= "\ud7a3" for c in s.text)]
+
+
+@settings(max_examples=300)
+@given(mixed_text)
+def test_segments_match_the_cluster_walk(text: str) -> None:
+    assert _segments(text) == reference_segments(text)
+
+
+def test_lru_cache_keeps_the_most_recent_entries() -> None:
+    cache: LruCache[str, int] = LruCache(3)
+    for n, key in enumerate("abc"):
+        cache.put(key, n)
+    assert cache.get("a") == 0  # "a" is now the most recent
+    cache.put("d", 3)
+    assert len(cache) == 3 and "b" not in cache and "a" in cache
+
+
+def test_spacing_caches_stay_within_their_bound() -> None:
+    bounded = SpacingChecker(cache_size=4, precheck=True)
+    texts = [f"오늘은 {n}번째로 텀블러를챙겨요" if n % 2 else f"장바구니를 {n}개 챙겨요" for n in range(12)]
+    results = bounded.check_many(texts)
+    assert [r.ok for r in results] == [n % 2 == 0 for n in range(12)]
+    assert max(len(bounded._results), len(bounded._words), len(bounded._windows)) <= 4
+    again = bounded.check_many(texts)  # evicted texts are checked again, with the same answer
+    assert [r.insertions for r in again] == [r.insertions for r in results]
+
+
+def test_kiwi_thread_setting_is_used_when_kiwi_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spacing_module, "_kiwi_threads", 1)
+    spacing_module.get_kiwi.cache_clear()
+    try:
+        assert spacing_module.get_kiwi().num_workers == 1
+    finally:
+        monkeypatch.undo()
+        spacing_module.get_kiwi.cache_clear()

@@ -1,14 +1,22 @@
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+import tempfile
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
+from kochallenge_data import validate
 from kochallenge_data.build import BuildConfig, build_dataset, write_build
-from kochallenge_data.validate import read_dataset, validate_records
+from kochallenge_data.errors import InputFileError
+from kochallenge_data.validate import ReportWriter, ValidateOptions, read_dataset, validate_records
 
 from .conftest import FIXTURE_POOLS
 
@@ -137,3 +145,154 @@ def test_fix_writes_a_corrected_copy_that_validates_better(tmp_path: Path) -> No
     data = orjson.loads(fixed.read_bytes())
     assert data[0]["output"].split("\n")[0] == "추천해요."
     assert all(len(r["output"]) <= 100 for r, t in zip(data, after.tasks, strict=True) if t == "feedback")
+
+
+# Streaming: the file is read record by record, checked in batches, by any number of workers, and the
+# report, the corrected file and every message come out the same as from the whole file at once.
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.text(alphabet=st.sampled_from('ab가"\\[]{},:\n\t é🎉\u2028')),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=80)
+@given(st.lists(json_values, max_size=12), st.sampled_from(["compact", "indented", "jsonl"]), st.integers(1, 9))
+def test_streamed_reading_equals_parsing_the_whole_file(records: list[object], layout: str, chunk: int) -> None:
+    assume(not (layout == "jsonl" and records and isinstance(records[0], list)))  # that file reads as an array
+    if layout == "jsonl":
+        data = b"\xef\xbb\xbf" + b"\r\n".join(orjson.dumps(r) for r in records) + b"\r\n\n"
+    else:
+        data = orjson.dumps(records, option=orjson.OPT_INDENT_2 if layout == "indented" else 0) + b"\n"
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as patch:
+        path = Path(folder) / "data.json"
+        path.write_bytes(data)
+        patch.setattr(validate, "READ_CHUNK", chunk)  # strings, escapes and brackets cut at every place
+        if layout == "jsonl" and not records:
+            with pytest.raises(InputFileError, match="empty"):
+                read_dataset(path)
+            return
+        assert read_dataset(path) == records
+
+
+def test_reading_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
+    record = {"instruction": "지시" * 20, "input": "도시, 사무직, 비건", "output": "추천해요.\n" * 30}
+    peaks = []
+    for count in (4000, 16000):
+        path = tmp_path / f"data_{count}.json"
+        path.write_bytes(orjson.dumps([record] * count))  # 2.5 MB and 10 MB
+        tracemalloc.start()
+        assert sum(1 for _ in validate.iter_raw(path)) == count
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 1.2 * peaks[0] and peaks[1] < path.stat().st_size / 2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'[{"a": 1},\n {"b": 2}', "2:10: not valid JSON: the array is not closed"),
+        (b'[{"a": 1},\n]', "2:1: not valid JSON: a comma before ']'"),
+        (b'[{"a": 1}]\n[2]', "2:1: not valid JSON: text after the closing ']'"),
+        (b'[{"a": 1},\n  {"b": tru}]', "2:"),
+        (b'[{"a": 1}, , 2]', "1:12: not valid JSON: an empty element"),
+        (b'{"a": 1}\n{"b": \n', ":2: JSONL line is not valid JSON"),
+        (b'{"a": "\xff"}\n', "not UTF-8 (byte 7:"),
+    ],
+)
+def test_unusable_files_name_the_place(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "data.json"
+    path.write_bytes(content)
+    with pytest.raises(InputFileError) as raised:
+        validate.validate_file(path, ValidateOptions(check_spacing=False), lambda f: None)
+    assert message in str(raised.value)
+    assert str(raised.value).startswith(str(path))
+
+
+def defect_file(tmp_path: Path, copies: int = 3) -> tuple[Path, list[object]]:
+    """Every defect, near and exact copies across batch borders, and a small clean build."""
+    out = tmp_path / "built.json"
+    write_build(build_dataset(BuildConfig(size=24, seed=3, pools=FIXTURE_POOLS, out=out, diversity=False)), out)
+    records: list[object] = []
+    for n in range(copies):
+        records += [item for _, item in DEFECTS] + read_dataset(out)[n::copies]
+    records.append(rec("도시, 사무직, 제로웨이스트", GOOD_OUTPUT.replace("골랐어요.", "골라 봤어요.")))
+    path = tmp_path / "mixed.json"
+    path.write_bytes(orjson.dumps(records, option=orjson.OPT_INDENT_2))
+    return path, records
+
+
+def streamed(path: Path, workers: int, fixed: Path | None = None, as_json: bool = True) -> tuple[str, object]:
+    out = io.StringIO()
+    writer = ReportWriter(as_json=as_json)
+    result = validate.validate_file(path, ValidateOptions(), writer, fixed_out=fixed, workers=workers)
+    writer.finish(path, result, out)
+    return out.getvalue(), result
+
+
+def test_streamed_report_is_the_in_memory_report_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, records = defect_file(tmp_path)
+    monkeypatch.setattr(validate, "CHECK_BATCH", 7)
+    text, _ = streamed(path, workers=1)
+    report = validate_records(records)
+    assert text == orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n"
+    assert {"duplicate", "near_duplicate", "spacing", "json_output"} <= set(report.summary)
+
+
+def test_workers_give_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = defect_file(tmp_path)
+    monkeypatch.setattr(validate, "CHECK_BATCH", 5)  # batches are cut in this process; many of them
+    outputs = {}
+    for workers in (1, 2, 3):
+        fixed = tmp_path / f"fixed_{workers}.json"
+        report, result = streamed(path, workers, fixed)
+        text, _ = streamed(path, workers, as_json=False)
+        outputs[workers] = (report, text, fixed.read_bytes(), result.changes_line())  # type: ignore[attr-defined]
+    assert outputs[1] == outputs[2] == outputs[3]
+    assert "dropped_duplicate" in outputs[1][3]
+
+
+def test_fixed_file_is_formatted_like_the_dataset_files(tmp_path: Path) -> None:
+    path, records = defect_file(tmp_path, copies=1)
+    fixed = tmp_path / "fixed.json"
+    streamed(path, workers=1, fixed=fixed)
+    data = fixed.read_bytes()
+    assert data == orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2) + b"\n"
+    assert len(orjson.loads(data)) < len(records)  # the exact copy is gone
+
+
+def test_progress_counts_the_whole_file(tmp_path: Path) -> None:
+    path, _ = defect_file(tmp_path, copies=1)
+    steps: list[tuple[str, int | None, str, list[int]]] = []
+
+    class Recorder:
+        def step(self, label: str, total: int | None, unit: str = "records") -> Any:
+            steps.append((label, total, unit, []))
+            advances = steps[-1][3]
+
+            class Step:
+                def advance(self, count: int = 1) -> None:
+                    advances.append(count)
+
+                def __enter__(self) -> Step:
+                    return self
+
+                def __exit__(self, *exc: object) -> None:
+                    return None
+
+            return Step()
+
+    validate.validate_file(path, ValidateOptions(check_spacing=False), lambda f: None, reporter=Recorder())
+    [(label, total, unit, advances)] = steps
+    assert (label, unit) == ("validate", "bytes") and total == path.stat().st_size == sum(advances)
+
+
+def test_workers_must_be_positive(tmp_path: Path) -> None:
+    path, _ = defect_file(tmp_path, copies=1)
+    result = run_cli("validate", str(path), "--workers", "0", cwd=tmp_path)
+    assert result.returncode == 1 and "--workers must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -9,15 +9,25 @@ auxiliary verbs) and breaks around emoji and zero-width characters. So this modu
    noun (tags ``J*``, ``ETM``, ``EC``, ``EF``, ``ETN``, ``NNB``) or a comma or sentence end, but not
    between an ending and an auxiliary verb (``EC``→``VX``)
    and not before symbols or emoji;
-3. offers Kiwi's full spacing as a suggestion, and ``fix`` applies only the flagged insertions.
+3. offers Kiwi's full spacing as a suggestion, and ``fix`` applies only the flagged insertions;
+4. runs that check only on texts a cheaper pre-check cannot clear. Each distinct word is analysed once
+   on its own (Kiwi's six best readings): a word none of whose close readings has a particle, ending or
+   dependent noun followed by a content word is clean in any sentence. A word whose best reading is
+   clean but a close runner-up is not (걸어가면: 걷어 가면?) is decided by Kiwi's reading of it with two
+   words either side. Foreign data repeats words far more than sentences, so most texts never reach
+   the full check; the spacing bench's false alarms and catches are the same with and without it.
+   A text with nothing flagged has itself as the suggestion.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from itertools import pairwise
+from typing import Any, Generic, TypeVar
 
 from ..text import ZERO_WIDTH, ZWJ, grapheme_clusters, is_emoji_cluster, nfc
 
@@ -25,6 +35,25 @@ from ..text import ZERO_WIDTH, ZWJ, grapheme_clusters, is_emoji_cluster, nfc
 # and sentence punctuation (SF, SP: "와,진짜"), after which the next word always takes a space.
 FLAGGED_BEFORE = ("J", "ETM", "EC", "EF", "ETN", "NNB", "SF", "SP")
 NOT_FLAGGED_AFTER = ("S", "W")  # symbols, numbers, emoji, URLs: Kiwi's spaces there are style
+# Tags that can start a new word (Kiwi's space() inserts only before these); S* are never flagged after.
+_WORD_START = re.compile(r"[NMI]|V[VAX]|VCN|XR|XPN")
+
+# The pre-check (see the module docstring). Wider settings clear fewer texts; these are the narrowest
+# with which bench/spacing_bench.py gives the same figures as the full check alone.
+WORD_READINGS = 6
+CLOSE_READING = 5.0  # log-probability below the best reading
+WINDOW_WORDS = 2
+# Longer "words" are nearly always glued phrases; reading them six ways costs more than checking the text.
+LONG_WORD = 10
+DEFAULT_CACHE_SIZE = 50_000
+
+_kiwi_threads: int | None = None  # Kiwi's default: a thread per core
+
+
+def use_kiwi_threads(count: int) -> None:
+    """Set Kiwi's thread count before its first use (worker processes use one each)."""
+    global _kiwi_threads
+    _kiwi_threads = count
 
 
 @lru_cache(maxsize=1)
@@ -33,7 +62,40 @@ def get_kiwi() -> Any:
     are off because spacing needs neither and they double the memory."""
     from kiwipiepy import Kiwi
 
-    return Kiwi(load_typo_dict=False, load_multi_dict=False)
+    return Kiwi(num_workers=_kiwi_threads, load_typo_dict=False, load_multi_dict=False)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+_UNSEEN: Any = object()  # a cache miss, as opposed to a cached None
+
+
+class LruCache(Generic[K, V]):
+    """A dict that forgets the least recently used entries beyond ``size``, so memory stays flat."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: K) -> bool:
+        return key in self._items
+
+    def get(self, key: K, default: Any = None) -> Any:
+        """The value (``default`` when absent), now the most recently used."""
+        value = self._items.get(key, _UNSEEN)
+        if value is _UNSEEN:
+            return default
+        self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -64,26 +126,50 @@ class _Segment:
     text: str
 
 
+# Runs of characters outside the plain ones (tabs, line breaks, ASCII, Hangul syllables), which are never
+# part of an emoji or an invisible sequence and never join the cluster before them.
+_OTHER = re.compile(r"[^\t\n\r\x20-\x7e\uac00-\ud7a3]+")
+_HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
 def _segments(text: str) -> list[_Segment]:
     """Stretches of text that contain Hangul, split at emoji and invisible characters."""
+    barriers = _barriers(text)
     segments: list[_Segment] = []
-    current: list[str] = []
-    start = offset = 0
-    for cluster in grapheme_clusters(text):
-        barrier = is_emoji_cluster(cluster) or any(c in ZERO_WIDTH or c == ZWJ for c in cluster)
-        if barrier:
-            if current:
-                segments.append(_Segment(start, "".join(current)))
-            current = []
-            start = offset + len(cluster)
-        else:
-            if not current:
-                start = offset
-            current.append(cluster)
-        offset += len(cluster)
-    if current:
-        segments.append(_Segment(start, "".join(current)))
-    return [s for s in segments if any("\uac00" <= c <= "\ud7a3" for c in s.text)]
+    last = 0
+    for start, end in [*barriers, (len(text), len(text))]:
+        if start > last:
+            segments.append(_Segment(last, text[last:start]))
+        last = end
+    return [s for s in segments if _HANGUL.search(s.text)]
+
+
+def _words(text: str) -> list[list[str]]:
+    """The words of each segment; most texts are one plain segment."""
+    if not _OTHER.search(text):
+        return [text.split()] if _HANGUL.search(text) else []
+    return [segment.text.split() for segment in _segments(text)]
+
+
+def _barriers(text: str) -> list[tuple[int, int]]:
+    """Spans of emoji and invisible clusters. Only the clusters around non-plain characters are walked:
+    a plain character is its own cluster unless it follows a zero-width joiner."""
+    found: list[tuple[int, int]] = []
+    walked = 0  # clusters before this offset are done
+    for run in _OTHER.finditer(text):
+        if walked >= run.end():
+            continue  # an earlier cluster reached past this run (through a zero-width joiner)
+        # The plain character before the run may carry it (a keycap digit); it starts a cluster.
+        offset = max(walked, run.start() - 1)
+        for cluster in grapheme_clusters(text[offset:]):
+            end = offset + len(cluster)
+            if is_emoji_cluster(cluster) or any(c in ZERO_WIDTH or c == ZWJ for c in cluster):
+                found.append((offset, end))
+            offset = end
+            if end >= run.end() and cluster[-1] != ZWJ:
+                break
+        walked = offset
+    return found
 
 
 def _align(original: str, spaced: str) -> list[tuple[int, int]] | None:
@@ -123,23 +209,162 @@ def _is_flagged(tokens: Sequence[Any], space_at: int) -> bool:
     return not (left == "EC" and right.startswith("VX"))
 
 
-class SpacingChecker:
-    """Checks texts once each (results are cached) and in batches for volume."""
+def _close_readings_flagged(readings: Sequence[tuple[Any, float]]) -> tuple[bool, bool]:
+    """(best reading has a flaggable boundary, some close runner-up has one)."""
+    best_score = readings[0][1]
+    best = _has_flaggable_boundary(readings[0][0])
+    runner_up = any(
+        _has_flaggable_boundary(tokens) for tokens, score in readings[1:] if score >= best_score - CLOSE_READING
+    )
+    return best, runner_up
 
-    def __init__(self, allowlist: Iterable[str] = ()) -> None:
-        self._cache: dict[str, SpacingResult] = {}
+
+def _has_flaggable_boundary(tokens: Sequence[Any], start: int = 0, end: int | None = None) -> bool:
+    """A particle, ending, dependent noun or sentence mark directly followed by a word-starting token,
+    inside ``start``..``end``: the places where the full check could demand a space."""
+    for left, right in pairwise(tokens):
+        at = right.start
+        if left.start + left.len != at or not start < at < (end if end is not None else at + 1):
+            continue
+        if not left.tag.startswith(FLAGGED_BEFORE) or not _WORD_START.match(right.tag):
+            continue
+        if left.tag == "NNB" and not right.tag.startswith(("VV", "VA", "VX")):
+            continue
+        if left.tag == "EC" and right.tag.startswith("VX"):
+            continue
+        return True
+    return False
+
+
+# Word states in the pre-check.
+CLEAN, UNSURE, SUSPECT = 0, 1, 2
+
+
+class SpacingChecker:
+    """Checks texts once each and in batches for volume; results, word readings and windows are kept in
+    bounded LRU caches, so memory stays flat on any amount of text.
+
+    ``precheck=True`` clears most texts without the full check (see the module docstring); ``validate``
+    turns it on. It is off by default so that the build's gate, and with it every dataset's bytes for a
+    given seed, stay exactly as they were: on rare words Kiwi's reading in context differs from its
+    reading alone (살펴보기와 → 살펴보 기와), and the full check then raises a false alarm the pre-check
+    does not.
+    """
+
+    def __init__(
+        self, allowlist: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE, precheck: bool = False
+    ) -> None:
+        self._results: LruCache[str, SpacingResult | None] = LruCache(cache_size)  # None: no missing space
+        self._words: LruCache[str, int] = LruCache(cache_size)
+        self._windows: LruCache[tuple[str, int, int], bool] = LruCache(cache_size)
         self._allowlist = tuple(a for a in allowlist if a)
+        self.precheck = precheck
+        # What the pre-check did: words and windows read by Kiwi, texts cleared and texts fully checked.
+        self.stats: Counter[str] = Counter()
 
     def check(self, text: str) -> SpacingResult:
         return self.check_many([text])[0]
 
     def check_many(self, texts: Sequence[str]) -> list[SpacingResult]:
         normalized = [nfc(t) for t in texts]
-        todo = list(dict.fromkeys(t for t in normalized if t not in self._cache))
-        if todo:
-            for text, result in zip(todo, self._run(todo), strict=True):
-                self._cache[text] = result
-        return [self._cache[t] for t in normalized]
+        flagged = self._flagged(normalized)
+        return [flagged.get(t) or SpacingResult(t, (), t) for t in normalized]
+
+    def problems(self, texts: Sequence[str]) -> dict[str, SpacingResult]:
+        """Only the texts with a missing space, keyed by the text as given: what a checker reports."""
+        normalized = {t: nfc(t) for t in texts}
+        flagged = self._flagged(list(normalized.values()))
+        return {t: flagged[n] for t, n in normalized.items() if n in flagged}
+
+    def _flagged(self, texts: Sequence[str]) -> dict[str, SpacingResult]:
+        """The results that are not ok, for (NFC) texts; clean texts are cached as ``None``."""
+        flagged: dict[str, SpacingResult] = {}
+        todo: list[str] = []
+        for text in dict.fromkeys(texts):
+            cached = self._results.get(text, _UNSEEN)
+            if cached is _UNSEEN:
+                todo.append(text)
+            elif cached is not None:
+                flagged[text] = cached
+        if not todo:
+            return flagged
+        suspects = self._suspects(todo) if self.precheck else todo
+        self.stats.update(cleared=len(todo) - len(suspects), fully_checked=len(suspects))
+        checked = dict(zip(suspects, self._run(suspects), strict=True)) if suspects else {}
+        for text in todo:
+            result = checked.get(text)
+            if result is not None and result.ok:
+                result = None
+            self._results.put(text, result)
+            if result is not None:
+                flagged[text] = result
+        return flagged
+
+    def _suspects(self, texts: Sequence[str]) -> list[str]:
+        """The texts the pre-check cannot clear, in order."""
+        words_of = [_words(text) for text in texts]
+        states = self._word_states({w for segments in words_of for words in segments for w in words})
+        unclear = {word for word, state in states.items() if state != CLEAN}
+        if not unclear:
+            return []
+        # Most texts have only clean words; the rest need a closer look, word by word.
+        looked_at = [
+            (text, segments)
+            for text, segments in zip(texts, words_of, strict=True)
+            if any(not unclear.isdisjoint(words) for words in segments)
+        ]
+        windows = {
+            _window(words, at)
+            for _, segments in looked_at
+            for words in segments
+            for at, word in enumerate(words)
+            if states[word] == UNSURE
+        }
+        flagged_windows = self._window_verdicts(windows) if windows else {}
+        return [
+            text
+            for text, segments in looked_at
+            if any(
+                states[word] == SUSPECT or (states[word] == UNSURE and flagged_windows[_window(words, at)])
+                for words in segments
+                for at, word in enumerate(words)
+            )
+        ]
+
+    def _word_states(self, words: set[str]) -> dict[str, int]:
+        """CLEAN, UNSURE or SUSPECT for each word, from Kiwi's close readings of the word alone."""
+        states: dict[str, int] = {}
+        new: list[str] = []
+        for word in words:
+            state = SUSPECT if len(word) > LONG_WORD else self._words.get(word)
+            if state is None:
+                new.append(word)
+            else:
+                states[word] = state
+        self.stats["words_read"] += len(new)
+        for word, readings in zip(new, get_kiwi().analyze(new, top_n=WORD_READINGS) if new else [], strict=True):
+            best, runner_up = _close_readings_flagged(readings)
+            states[word] = SUSPECT if best else UNSURE if runner_up else CLEAN
+            self._words.put(word, states[word])
+        return states
+
+    def _window_verdicts(self, windows: set[tuple[str, int, int]]) -> dict[tuple[str, int, int], bool]:
+        """For each (window, start, end): does Kiwi's best reading of the window flag inside start..end?"""
+        verdicts: dict[tuple[str, int, int], bool] = {}
+        new: list[tuple[str, int, int]] = []
+        for window in windows:
+            verdict = self._windows.get(window)
+            if verdict is None:
+                new.append(window)
+            else:
+                verdicts[window] = verdict
+        self.stats["windows_read"] += len(new)
+        tokenized = get_kiwi().tokenize([text for text, _, _ in new]) if new else []
+        for window, tokens in zip(new, tokenized, strict=True):
+            _, start, end = window
+            verdicts[window] = _has_flaggable_boundary(tokens, start, end)
+            self._windows.put(window, verdicts[window])
+        return verdicts
 
     def _run(self, texts: Sequence[str]) -> list[SpacingResult]:
         kiwi = get_kiwi()
@@ -182,3 +407,10 @@ class SpacingChecker:
                     return True
                 start = text.find(phrase, start + 1)
         return False
+
+
+def _window(words: Sequence[str], at: int) -> tuple[str, int, int]:
+    """The word at ``at`` with up to WINDOW_WORDS words on each side, and where the word lies in it."""
+    before = words[max(0, at - WINDOW_WORDS) : at]
+    start = sum(len(w) + 1 for w in before)
+    return " ".join([*before, *words[at : at + WINDOW_WORDS + 1]]), start, start + len(words[at])

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -106,7 +107,7 @@ def sample_week(
 ) -> tuple[Week, Profile]:
     """A realistic week: 0-3 personal and 0-2 group challenges that fit one user, dates inside one week."""
     shape = pools.week
-    monday = date.fromisoformat(shape.first_monday) + timedelta(weeks=rng.randrange(shape.weeks))
+    monday = _parse_date(shape.first_monday) + timedelta(weeks=rng.randrange(shape.weeks))
     seasons = seasons_of(monday + timedelta(days=3), shape.season_months)
     profile = Profile(
         location=rng.choice(pools.locations),
@@ -122,7 +123,7 @@ def sample_week(
     if n_personal + n_group == 0 and rng.random() < 0.5:
         # Empty weeks happen, but half as often as a uniform draw would make them.
         n_personal = 1
-    titles = [c.title for c in rng.sample(list(challenges), min(len(challenges), n_personal + n_group))]
+    titles = [c.title for c in rng.sample(challenges, min(len(challenges), n_personal + n_group))]
     n_personal = min(n_personal, len(titles))
     ids = rng.sample(range(1, 10000), len(titles))
     personal = tuple(
@@ -133,6 +134,11 @@ def sample_week(
         for i in range(n_personal, len(titles))
     )
     return Week(member_id=rng.randint(1, shape.member_id_max), personal=personal, group=group), profile
+
+
+@lru_cache(maxsize=16)
+def _parse_date(text: str) -> date:
+    return date.fromisoformat(text)
 
 
 def _sample_group(
@@ -173,12 +179,57 @@ def week_items(week: Week, habits: Mapping[str, bool]) -> dict[str, list[Item]]:
     return items
 
 
+Option = tuple[str, str, bool]  # (text, phrase source, names every item)
+
+
+@dataclass(frozen=True, eq=False)
+class Wording:
+    """A phrase drawn from ``pool`` for ``slots``; the pool's shortest phrase is its fallback."""
+
+    pool: Sequence[Phrase]
+    drawn: Phrase
+    slots: Mapping[str, Any]
+    names: bool  # the phrase names every item
+
+    def render(self, phrase: Phrase) -> Option:
+        return render_phrase(phrase.text, **self.slots), str(phrase.source), self.names
+
+    def options(self) -> list[Option]:
+        """The drawn phrase, then the shortest one when that is another."""
+        shortest = self.pool[shortest_wording(tuple(p.text for p in self.pool), tuple(self.slots.items()))]
+        return [self.render(self.drawn)] + ([self.render(shortest)] if shortest is not self.drawn else [])
+
+
 @dataclass(frozen=True)
 class Part:
-    """One sentence of the feedback in its possible wordings, most specific first."""
+    """One sentence of the feedback in its possible wordings, most specific first.
+
+    Only the first wording is rendered up front: most feedback fits at once, and finding each pool's
+    shortest wording (the fallbacks) costs more than the rest of the plan. Rendering draws nothing from
+    the ``rng``, so when it happens does not change the result.
+    """
 
     kind: str
-    options: tuple[tuple[str, str, bool], ...]  # (text, phrase source, names every item)
+    wordings: tuple[Wording, ...]
+    first: Option  # the first wording, rendered
+    _options: list[Option] = field(default_factory=list, compare=False, repr=False)  # filled when first asked
+
+    def options(self) -> list[Option]:
+        """Every wording: for each drawn phrase, it and then its pool's shortest."""
+        if not self._options:
+            self._options.extend(option for wording in self.wordings for option in wording.options())
+        return self._options
+
+    def at(self, level: int) -> Option:
+        """The wording ``level`` steps shorter than the first (the last one past the end)."""
+        if level == 0:
+            return self.first
+        options = self.options()
+        return options[min(level, len(options) - 1)]
+
+
+def _part_of(kind: str, wordings: Sequence[Wording]) -> Part:
+    return Part(kind, tuple(wordings), wordings[0].render(wordings[0].drawn))
 
 
 @dataclass(frozen=True)
@@ -209,23 +260,26 @@ def plan_feedback(
     wants_closing = bool(items["success"]) and rng.random() < (0.6 if len(parts) == 1 else 0.3)
     levels = [0] * len(parts)
     while True:
-        chosen = [part.options[min(level, len(part.options) - 1)] for part, level in zip(parts, levels, strict=True)]
-        echoes = _echoes(closing.options[0][0], [option[0] for option in chosen])
-        for with_closing in (True, False) if wants_closing and not echoes else (False,):
+        chosen = [part.at(level) for part, level in zip(parts, levels, strict=True)]
+        # Whether the closing echoes the feedback matters only when a closing is wanted.
+        closing_fits = wants_closing and not _echoes(closing.first[0], [option[0] for option in chosen])
+        for with_closing in (True, False) if closing_fits else (False,):
             sentences = [(part.kind, option[0]) for part, option in zip(parts, chosen, strict=True)]
             if with_closing:
-                sentences.append(("closing", closing.options[0][0]))
+                sentences.append(("closing", closing.first[0]))
             text = _render(layout, sentences, emoji)
             if len(nfc(text)) <= limit:
-                sources = [option[1] for option in chosen] + ([closing.options[0][1]] if with_closing else [])
+                sources = [option[1] for option in chosen] + ([closing.first[1]] if with_closing else [])
                 return FeedbackPlan(text, sources, _coverage(items, parts, chosen), f"feedback/{layout.name}")
-        # Too long: the longest sentence that has a shorter wording gives way first.
-        shorter = [i for i, part in enumerate(parts) if levels[i] < len(part.options) - 1]
-        if not shorter:
+        # Too long: the longest sentence that has a shorter wording gives way first (the first such on a
+        # tie). Longest first, so the fallbacks of the shorter sentences are seldom worked out at all.
+        by_length = sorted(range(len(parts)), key=lambda i: -len(chosen[i][0]))
+        shortened = next((i for i in by_length if levels[i] < len(parts[i].options()) - 1), None)
+        if shortened is None:
             break
-        levels[max(shorter, key=lambda i: len(chosen[i][0]))] += 1
+        levels[shortened] += 1
     # Still too long (very long titles): the most compact wordings, one emoji, no closing.
-    chosen = [min(part.options, key=lambda o: len(o[0])) for part in parts]
+    chosen = [min(part.options(), key=lambda o: len(o[0])) for part in parts]
     sentences = [(part.kind, option[0]) for part, option in zip(parts, chosen, strict=True)]
     text = " ".join(s for _, s in sentences) + " " + emoji[parts[-1].kind][0]
     return FeedbackPlan(text, [o[1] for o in chosen], _coverage(items, parts, chosen), "compact")
@@ -241,7 +295,7 @@ def _part(kind: str, found: list[Item], pools: Pools, rng: random.Random) -> Par
     phrases = pools.feedback_phrases
     prefix = {"success": "success", "failure": "failure", "idle": "idle"}[kind]
     count_word = {"count_word": COUNT_WORDS[min(len(found), len(COUNT_WORDS) - 1)]}
-    options: list[tuple[str, str, bool]] = []
+    wordings: list[Wording] = []
     if len(found) == 1:
         item = found[0]
         if kind == "success" and item.group_successes:
@@ -250,30 +304,35 @@ def _part(kind: str, found: list[Item], pools: Pools, rng: random.Random) -> Par
             pool = phrases["success_habit" if item.habit else "success_once"]
         else:
             pool = phrases[prefix]
-        options += _wordings(pool, rng, {"title": item.title, "count": item.group_successes}, names=True)
+        wordings.append(_wording(pool, rng, {"title": item.title, "count": item.group_successes}, names=True))
     else:
         if len(found) == 2:
             pair = {"first": found[0].title, "second": found[1].title}
-            options += _wordings(phrases[f"{prefix}_pair"], rng, pair, names=True)
-        options += _wordings(phrases[f"{prefix}_many"], rng, count_word, names=False)
-    return Part(kind, tuple(options))
+            wordings.append(_wording(phrases[f"{prefix}_pair"], rng, pair, names=True))
+        wordings.append(_wording(phrases[f"{prefix}_many"], rng, count_word, names=False))
+    return _part_of(kind, wordings)
 
 
-def _wordings(
-    pool: Sequence[Phrase], rng: random.Random, slots: dict[str, Any], names: bool
-) -> list[tuple[str, str, bool]]:
+def _wording(pool: Sequence[Phrase], rng: random.Random, slots: dict[str, Any], names: bool) -> Wording:
     """A random wording first, then the shortest one as the fallback when the first does not fit."""
-    first = pool[rng.randrange(len(pool))]
-    rendered = [(render_phrase(first.text, **slots), str(first.source), names)]
-    shortest = min(pool, key=lambda p: len(render_phrase(p.text, **slots)))
-    if shortest is not first:
-        rendered.append((render_phrase(shortest.text, **slots), str(shortest.source), names))
-    return rendered
+    return Wording(pool, pool[rng.randrange(len(pool))], slots, names)
+
+
+@lru_cache(maxsize=65536)
+def shortest_wording(texts: tuple[str, ...], slots: tuple[tuple[str, Any], ...]) -> int:
+    """Index of the first of ``texts`` that renders shortest with ``slots``.
+
+    Cached on the phrase texts and the slot values: the same title (or count word) meets the same
+    pool again and again, and rendering every wording to measure it is most of a feedback draw.
+    """
+    values = dict(slots)
+    return min(range(len(texts)), key=lambda i: len(render_phrase(texts[i], **values)))
 
 
 def _single(kind: str, pool: Sequence[Phrase], rng: random.Random, slots: dict[str, Any]) -> Part:
+    """One phrase drawn from ``pool``, with no shorter fallback."""
     phrase = pool[rng.randrange(len(pool))]
-    return Part(kind, ((render_phrase(phrase.text, **slots), str(phrase.source), True),))
+    return _part_of(kind, [Wording((phrase,), phrase, slots, names=True)])
 
 
 def _emoji_by_kind(pools: Pools, rng: random.Random) -> dict[str, tuple[str, str]]:
@@ -295,7 +354,7 @@ def _render(layout: Template, sentences: Sequence[tuple[str, str]], emoji: Mappi
 
 
 def _coverage(
-    items: Mapping[str, list[Item]], parts: Sequence[Part], chosen: Sequence[tuple[str, str, bool]]
+    items: Mapping[str, list[Item]], parts: Sequence[Part], chosen: Sequence[Option]
 ) -> dict[str, dict[str, int]]:
     covered: dict[str, dict[str, int]] = {}
     for part, option in zip(parts, chosen, strict=True):

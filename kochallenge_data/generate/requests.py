@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..pool_files import TOPIC_GROUP
-from ..pools import Facet, MessageItem, Phrase, Pools
+from ..pools import Facet, MessageItem, Phrase, PoolChallenge, Pools
 from ..templates import phrase_slots, render_phrase
-from .selection import Licence, allowed, licence_for, meets
+from .selection import Licence, MatchMasks, RuleMasks, licence_for
 
 SPEECH_LEVELS = ("banmal", "jondaemal")
 # Draws of a second facet or topic before the request goes without it.
@@ -42,29 +42,69 @@ class Request:
 Deal = Callable[[str, Callable[[], Sequence[Any]]], Any]
 
 
+@dataclass(frozen=True)
+class AllowedSet:
+    """The challenges one licence allows: as a mask, as a list in pool order, and where each sits in that list."""
+
+    mask: int
+    challenges: list[PoolChallenge]
+    index_of: dict[int, int]  # pool position -> index in ``challenges``
+
+
 class FitIndex:
     """How many challenges can answer a set of facets; bitmasks keep the count cheap at any pool size."""
 
     def __init__(self, pools: Pools) -> None:
         self.pools = pools
-        self._meets = {f.key: _mask(pools, lambda c, f=f: meets(c, f)) for f in pools.facets}
+        matches = MatchMasks(pools.challenges)
+        self._meets = {f.key: matches.meets_mask(f) for f in pools.facets}
+        self._rules = RuleMasks(pools.challenges)
         self._allowed: dict[Licence, int] = {}
+        self._allowed_sets: dict[Licence, AllowedSet] = {}
+        # Composing a request asks again and again about the same few facet combinations.
+        self._count_by_facet_keys: dict[tuple[str, ...], int] = {}
 
     def allowed_mask(self, licence: Licence) -> int:
+        """Challenges the hard rules allow for ``licence`` (:func:`~.selection.allowed`, as a mask)."""
         if licence not in self._allowed:
-            self._allowed[licence] = _mask(self.pools, lambda c: allowed(c, licence))
+            self._allowed[licence] = self._rules.allowed_mask(licence)
         return self._allowed[licence]
+
+    def meets_mask(self, facet: Facet) -> int:
+        """Challenges that meet ``facet`` (:func:`~.selection.meets`, as a mask)."""
+        return self._meets[facet.key]
+
+    def allowed_set(self, licence: Licence) -> AllowedSet:
+        """:meth:`allowed_mask` with its challenges listed (computed once per licence)."""
+        found = self._allowed_sets.get(licence)
+        if found is None:
+            mask = self.allowed_mask(licence)
+            at = positions(mask)
+            challenges = [self.pools.challenges[i] for i in at]
+            found = self._allowed_sets[licence] = AllowedSet(mask, challenges, {p: i for i, p in enumerate(at)})
+        return found
 
     def count(self, facets: Sequence[Facet]) -> int:
         """Challenges allowed by the facets' licence that meet every one of them."""
-        mask = self.allowed_mask(licence_for(facets))
-        for facet in facets:
-            mask &= self._meets[facet.key]
-        return mask.bit_count()
+        keys = tuple(f.key for f in facets)
+        found = self._count_by_facet_keys.get(keys)
+        if found is None:
+            mask = self.allowed_mask(licence_for(facets))
+            for facet in facets:
+                mask &= self._meets[facet.key]
+            found = self._count_by_facet_keys[keys] = mask.bit_count()
+        return found
 
 
-def _mask(pools: Pools, test: Callable[..., bool]) -> int:
-    return sum(1 << i for i, challenge in enumerate(pools.challenges) if test(challenge))
+def positions(mask: int) -> list[int]:
+    """The set bits of ``mask``, lowest first."""
+    bits = bin(mask)[:1:-1]  # lowest bit first; str.find skips the zeros in C
+    found = []
+    at = bits.find("1")
+    while at >= 0:
+        found.append(at)
+        at = bits.find("1", at + 1)
+    return found
 
 
 def from_message(message: MessageItem, pools: Pools) -> Request:

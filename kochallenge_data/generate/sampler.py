@@ -17,23 +17,24 @@ from typing import Any, Generic, TypeVar
 
 from ..formats import format_recommendation
 from ..models import Challenge, Recommendation, Task
-from ..pools import Phrase, PoolChallenge, Pools
+from ..pools import Facet, Phrase, PoolChallenge, Pools
 from ..templates import Template, Templates, phrase_slots, render_phrase
 from ..text import FEEDBACK_LIMIT
 from .feedback import plan_feedback, sample_week
-from .requests import Composer, FitIndex, Request, from_message
+from .requests import Composer, FitIndex, Request, from_message, positions
 from .selection import (
+    FitGroups,
     Licence,
     LineUsage,
     Pick,
-    allowed,
+    RuleMasks,
     base_info_reasons,
     base_info_sentence_reason,
-    choose,
     choose_base_info,
-    flat_score,
-    meets,
-    request_score,
+    choose_grouped,
+    flat_groups,
+    licence_for,
+    split_bound,
 )
 
 T = TypeVar("T")
@@ -75,9 +76,51 @@ class Candidate:
         return {"instruction": self.instruction, "input": self.input, "output": self.output}
 
 
+@dataclass(frozen=True)
+class RequestFit:
+    """What one set of request facets allows, and how well each allowed challenge fits it.
+
+    It depends only on the pools and the facets, and the same few hundred facet sets come back all
+    through a build, so the sampler works it out once per set instead of testing every candidate per draw.
+    """
+
+    candidates: list[PoolChallenge]  # allowed by the facets' licence, in pool order
+    groups: FitGroups  # candidate indices by fit: the main facet met first, then the most others met
+    reasons: tuple[tuple[str, ...], ...]  # per candidate: the keys of the facets it meets, in request order
+
+
+def request_fit(facets: Sequence[Facet], fit: FitIndex) -> RequestFit:
+    """The challenges ``facets`` allow, grouped by :func:`.selection.request_score`, read from ``fit``'s masks."""
+    allowed = fit.allowed_set(licence_for(facets))
+    candidates = allowed.challenges
+    if not facets:
+        return RequestFit(candidates, flat_groups(candidates), ((),) * len(candidates))
+    reasons: list[tuple[str, ...]] = [()] * len(candidates)
+    by_score: dict[tuple[int, int], list[int]] = {}
+    # One mask per pattern of met facets (at most 2**3) instead of one test per candidate and facet.
+    for pattern in product((True, False), repeat=len(facets)):
+        mask = allowed.mask
+        for facet, met in zip(facets, pattern, strict=True):
+            mask &= fit.meets_mask(facet) if met else ~fit.meets_mask(facet)
+        if not mask:
+            continue
+        why = tuple(f.key for f, met in zip(facets, pattern, strict=True) if met)
+        indices = [allowed.index_of[at] for at in positions(mask)]
+        for i in indices:
+            reasons[i] = why
+        # request_score's (main met, others met); patterns with the same score share a group.
+        by_score.setdefault((int(pattern[0]), sum(pattern[1:])), []).extend(indices)
+    groups = tuple(tuple(sorted(by_score[score])) for score in sorted(by_score, reverse=True))
+    return RequestFit(candidates, groups, tuple(reasons))
+
+
 @dataclass
 class Sampler:
-    """Holds the decks that keep choices balanced; every draw goes through ``rng``."""
+    """Holds the decks that keep choices balanced; every draw goes through ``rng``.
+
+    It also caches what depends only on the pools (allowed candidates per licence, their fit per request
+    facet set, the bound/general split per base-info input, challenge lines): none of it draws from ``rng``.
+    """
 
     pools: Pools
     templates: Templates
@@ -86,9 +129,15 @@ class Sampler:
     feedback_limit: int = FEEDBACK_LIMIT
     max_line_share: float = DEFAULT_MAX_LINE_SHARE
     _decks: dict[str, Deck[Any]] = field(default_factory=dict)
-    _allowed: dict[Licence, list[PoolChallenge]] = field(default_factory=dict)
     _usage: LineUsage | None = None
     _composer: Composer | None = None
+    _fit: FitIndex | None = None
+    _fit_by_facet_keys: dict[tuple[str, ...], RequestFit] = field(default_factory=dict)
+    _split_by_base_info: dict[tuple[str, str, str], tuple[list[PoolChallenge], list[PoolChallenge]]] = field(
+        default_factory=dict
+    )
+    _line_by_title_description: dict[tuple[str, str], Challenge] = field(default_factory=dict)
+    _habits: dict[str, bool] | None = None
 
     @property
     def usage(self) -> LineUsage:
@@ -97,10 +146,23 @@ class Sampler:
         return self._usage
 
     @property
+    def fit(self) -> FitIndex:
+        if self._fit is None:
+            self._fit = FitIndex(self.pools)
+        return self._fit
+
+    @property
     def composer(self) -> Composer:
         if self._composer is None:
-            self._composer = Composer(self.pools, self.rng, self.deal, FitIndex(self.pools), self.challenges_per_output)
+            self._composer = Composer(self.pools, self.rng, self.deal, self.fit, self.challenges_per_output)
         return self._composer
+
+    @property
+    def habits(self) -> dict[str, bool]:
+        """Per title: a habit (praised as one) or a one-off action."""
+        if self._habits is None:
+            self._habits = {c.title: c.habit for c in self.pools.challenges}
+        return self._habits
 
     def deck(self, name: str, items: Callable[[], Sequence[Any]]) -> Deck[Any]:
         """The named deck, built from ``items()`` the first time it is asked for."""
@@ -113,9 +175,26 @@ class Sampler:
 
     def allowed(self, licence: Licence) -> list[PoolChallenge]:
         """Challenges the hard rules allow for ``licence``, in pool order (computed once per licence)."""
-        if licence not in self._allowed:
-            self._allowed[licence] = [c for c in self.pools.challenges if allowed(c, licence)]
-        return self._allowed[licence]
+        return self.fit.allowed_set(licence).challenges
+
+    def request_fit(self, facets: Sequence[Facet]) -> RequestFit:
+        """:func:`request_fit` for ``facets`` under their licence, computed once per facet set."""
+        keys = tuple(f.key for f in facets)
+        found = self._fit_by_facet_keys.get(keys)
+        if found is None:
+            found = request_fit(facets, self.fit)
+            self._fit_by_facet_keys[keys] = found
+        return found
+
+    def base_info_split(
+        self, location: str, work_type: str, category: str
+    ) -> tuple[list[PoolChallenge], list[PoolChallenge]]:
+        """The allowed candidates of a base-info input, bound and general (computed once per input)."""
+        key = (location, work_type, category)
+        if key not in self._split_by_base_info:
+            licence = Licence(location=location, work_type=work_type, category=category)
+            self._split_by_base_info[key] = split_bound(self.allowed(licence))
+        return self._split_by_base_info[key]
 
     def draw(self, task: Task) -> Candidate:
         if task == "base_info":
@@ -128,27 +207,35 @@ class Sampler:
         phrase: Phrase = self.deal(f"instruction:{task}", lambda: self.pools.instructions[task])
         return phrase
 
-    def _picks(
-        self, chosen: Sequence[PoolChallenge], reasons: Callable[[PoolChallenge], tuple[str, ...]]
-    ) -> list[Pick]:
-        picks = [Pick(c, self.usage.least_used(c, self.rng), reasons(c)) for c in chosen]
-        self.usage.add(picks)
+    def _picks(self, chosen: Sequence[PoolChallenge], reasons: Sequence[tuple[str, ...]]) -> list[Pick]:
+        """Each chosen challenge with its least-used description and why it was chosen."""
+        usage = self.usage
+        picks = [Pick(c, usage.least_used(c, self.rng), why) for c, why in zip(chosen, reasons, strict=True)]
+        usage.add(picks)
         return picks
 
     def _recommendation(self, recommend: str, picks: Sequence[Pick]) -> str:
-        challenges = [Challenge(title=p.challenge.title, description=p.description) for p in picks]
+        challenges = [self._line(p.challenge.title, p.description) for p in picks]
         return format_recommendation(Recommendation(recommend=recommend, challenges=challenges))
+
+    def _line(self, title: str, description: str) -> Challenge:
+        """The validated challenge line, built once per (title, description): lines repeat by design."""
+        key = (title, description)
+        line = self._line_by_title_description.get(key)
+        if line is None:
+            line = self._line_by_title_description[key] = Challenge(title=title, description=description)
+        return line
 
     def draw_base_info(self) -> Candidate:
         pools = self.pools
         triples = self.deck("base_info:input", lambda: base_info_inputs(pools, self.challenges_per_output))
         location, work_type, category = triples.deal()
         name = pools.category_name(category)
-        licence = Licence(location=location, work_type=work_type, category=category)
+        specific, general = self.base_info_split(location, work_type, category)
         chosen = choose_base_info(
-            self.allowed(licence), self.challenges_per_output, self.rng, self.usage, SPECIFIC_TWO_SHARE
+            specific, general, self.challenges_per_output, self.rng, self.usage, SPECIFIC_TWO_SHARE
         )
-        picks = self._picks(chosen, base_info_reasons)
+        picks = self._picks(chosen, [base_info_reasons(c) for c in chosen])
         reason = base_info_sentence_reason(picks)
         sentence: Phrase = self.deal(f"base_info:sentence:{reason}", lambda: pools.base_info_sentences[reason])
         recommend = render_phrase(sentence.text, location=location, work_type=work_type, category=name)
@@ -177,9 +264,9 @@ class Sampler:
         else:
             request = self.composer.draw()
         facets = request.facets
-        score = request_score(facets) if facets else flat_score
-        chosen = choose(self.allowed(request.licence), score, self.challenges_per_output, self.rng, self.usage)
-        picks = self._picks(chosen, lambda c: tuple(f.key for f in facets if meets(c, f)))
+        fit = self.request_fit(facets)
+        chosen = choose_grouped(fit.candidates, fit.groups, self.challenges_per_output, self.rng, self.usage)
+        picks = self._picks([fit.candidates[i] for i in chosen], [fit.reasons[i] for i in chosen])
         recommend, recommend_source, reply_kind = self._reply(request, picks)
         instruction = self._instruction("free_text")
         input_text = self.templates.free_text_input.render(message=request.text)
@@ -254,8 +341,7 @@ class Sampler:
         pools = self.pools
         week, profile = sample_week(pools, self.rng, self.allowed)
         layouts: Sequence[Template] = self.templates.feedback_layouts
-        habits = {c.title: c.habit for c in pools.challenges}
-        plan = plan_feedback(week, pools, self.rng, layouts, self.feedback_limit, habits)
+        plan = plan_feedback(week, pools, self.rng, layouts, self.feedback_limit, self.habits)
         instruction = self._instruction("feedback")
         return Candidate(
             task="feedback",
@@ -280,17 +366,13 @@ class Sampler:
 
 def base_info_inputs(pools: Pools, needed: int) -> list[tuple[str, str, str]]:
     """Every (location, work type, category) with enough fitting challenges, in pool order."""
+    rules = RuleMasks(pools.challenges)
     return [
         (location, work_type, category.key)
         for location, work_type, category in product(pools.locations, pools.work_types, pools.categories)
-        if len(base_info_candidates(pools, location, work_type, category.key)) >= needed
+        if rules.allowed_mask(Licence(location=location, work_type=work_type, category=category.key)).bit_count()
+        >= needed
     ]
-
-
-def base_info_candidates(pools: Pools, location: str, work_type: str, category: str) -> list[PoolChallenge]:
-    """What the hard rules allow a base-info user: no season and no presupposition is ever licensed."""
-    licence = Licence(location=location, work_type=work_type, category=category)
-    return [c for c in pools.challenges if allowed(c, licence)]
 
 
 # ---------------------------------------------------------------- capacity
@@ -304,7 +386,8 @@ def capacity(pools: Pools, task: Task, challenges_per_output: int = 3) -> int:
     """
     n = challenges_per_output
     if task == "base_info":
-        return sum(_base_info_sets(pools, *triple, n) for triple in base_info_inputs(pools, n))
+        rules = RuleMasks(pools.challenges)
+        return sum(_base_info_sets(rules, *triple, n) for triple in base_info_inputs(pools, n))
     if task == "free_text":
         return _free_text_capacity(pools, n)
     shape = pools.week
@@ -318,11 +401,11 @@ def capacity(pools: Pools, task: Task, challenges_per_output: int = 3) -> int:
     return total
 
 
-def _base_info_sets(pools: Pools, location: str, work_type: str, category: str, n: int) -> int:
+def _base_info_sets(rules: RuleMasks, location: str, work_type: str, category: str, n: int) -> int:
     """Distinct pick sets :func:`choose_base_info` can return: one or two specific picks, the rest general."""
-    candidates = base_info_candidates(pools, location, work_type, category)
-    specific = sum(1 for c in candidates if c.bound)
-    general = len(candidates) - specific
+    candidates = rules.allowed_mask(Licence(location=location, work_type=work_type, category=category))
+    specific = (candidates & (rules.placed | rules.typed)).bit_count()  # bound: a place or a work type
+    general = candidates.bit_count() - specific
     if not specific:
         return comb(general, n)
     return sum(comb(specific, k) * comb(general, n - k) for k in (1, 2) if k <= n)

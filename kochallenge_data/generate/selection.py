@@ -13,9 +13,9 @@ Every pick carries the reasons it was chosen, so the metadata sidecar can say wh
 from __future__ import annotations
 
 import random
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat, starmap
 
 from ..pools import Facet, PoolChallenge
 
@@ -75,6 +75,99 @@ def allowed(challenge: PoolChallenge, licence: Licence) -> bool:
     return all(need in licence.needs for need in challenge.needs)
 
 
+class RuleMasks:
+    """The hard rules of :func:`allowed` as bitmasks over ``challenges`` (bit ``i`` is ``challenges[i]``).
+
+    A licence's allowed set is then a few integer operations instead of a test of every challenge, which
+    matters because requests bring hundreds of distinct licences. It must agree with :func:`allowed`
+    (a property test checks that): change the two together.
+    """
+
+    def __init__(self, challenges: Sequence[PoolChallenge]) -> None:
+        self.every = (1 << len(challenges)) - 1
+        self.by_category = _masks_by_value(challenges, lambda c: (c.category,))
+        self.by_place = _masks_by_value(challenges, lambda c: c.places)
+        self.by_work_type = _masks_by_value(challenges, lambda c: c.work_types)
+        self.by_excluded_work_type = _masks_by_value(challenges, lambda c: c.not_work_types)
+        self.by_season = _masks_by_value(challenges, lambda c: (c.season,) if c.season is not None else ())
+        self.by_need = _masks_by_value(challenges, lambda c: c.needs)
+        # Challenges bound by each rule at all: outside these masks the rule lets everything through.
+        self.placed = _mask_where(challenges, lambda c: bool(c.places))
+        self.typed = _mask_where(challenges, lambda c: bool(c.work_types))
+        self.commute = _mask_where(challenges, lambda c: bool(c.not_work_types))
+        self.seasonal = _mask_where(challenges, lambda c: c.season is not None)
+
+    def allowed_mask(self, licence: Licence) -> int:
+        mask = self.every
+        if licence.category is not None:
+            mask &= self.by_category.get(licence.category, 0)
+        mask &= ~self.placed | _lookup(self.by_place, licence.location)
+        mask &= ~self.typed | _lookup(self.by_work_type, licence.work_type)
+        if licence.work_type is None and not licence.commutes:
+            mask &= ~self.commute
+        else:
+            mask &= ~_lookup(self.by_excluded_work_type, licence.work_type)
+        mask &= ~self.seasonal | _lookup(self.by_season, licence.season)
+        for need, needing in self.by_need.items():
+            if need not in licence.needs:
+                mask &= ~needing
+        return mask
+
+
+class MatchMasks:
+    """:func:`meets` as bitmasks over ``challenges``: one mask per facet from per-value masks of each field.
+
+    Built for every facet when a sampler starts, so it must be cheap; it must agree with :func:`meets`
+    (a property test checks that): change the two together.
+    """
+
+    def __init__(self, challenges: Sequence[PoolChallenge]) -> None:
+        self.challenges = challenges
+        self.every = (1 << len(challenges)) - 1
+        self._by_field: dict[str, dict[str, int]] = {}
+
+    def meets_mask(self, facet: Facet) -> int:
+        mask = 0
+        for condition in facet.match:
+            held = self.every
+            for name, values in condition:
+                field, negated = (name[4:], True) if name.startswith("not_") else (name, False)
+                sharing = self._sharing(field, values)
+                held &= ~sharing if negated else sharing
+            mask |= held
+        return mask
+
+    def _sharing(self, field: str, values: frozenset[str]) -> int:
+        """Challenges whose ``field`` shares a value with ``values``."""
+        if field not in self._by_field:
+            self._by_field[field] = _masks_by_value(self.challenges, lambda c: c.values(field))
+        by_value = self._by_field[field]
+        mask = 0
+        for value in values:
+            mask |= by_value.get(value, 0)
+        return mask
+
+
+def _masks_by_value(
+    challenges: Sequence[PoolChallenge], values: Callable[[PoolChallenge], Sequence[str]]
+) -> dict[str, int]:
+    """Per value: the mask of challenges that list it."""
+    masks: dict[str, int] = {}
+    for i, challenge in enumerate(challenges):
+        for value in values(challenge):
+            masks[value] = masks.get(value, 0) | 1 << i
+    return masks
+
+
+def _mask_where(challenges: Sequence[PoolChallenge], test: Callable[[PoolChallenge], bool]) -> int:
+    return sum(1 << i for i, challenge in enumerate(challenges) if test(challenge))
+
+
+def _lookup(masks: dict[str, int], value: str | None) -> int:
+    """The mask for ``value``; nothing lists "not stated"."""
+    return masks.get(value, 0) if value is not None else 0
+
+
 def meets(challenge: PoolChallenge, facet: Facet) -> bool:
     """A challenge meets a facet when every field of one of its conditions shares a value with it
     (and shares none with a ``not_`` field: ``not_company = ["혼자"]`` asks for something made for company)."""
@@ -101,8 +194,11 @@ class LineUsage:
 
     def __init__(self, max_share: float) -> None:
         self.max_share = max_share
-        self.counts: Counter[tuple[str, str]] = Counter()
-        self.lowest: Counter[str] = Counter()  # per title: the count of its least-used description
+        # Per title: how often each of its descriptions was dealt, in description order.
+        self.by_title: dict[str, list[int]] = {}
+        self.lowest: dict[str, int] = {}  # per title: the count of its least-used description
+        # The largest value in ``lowest``: while it is under the cap no line is capped, so nothing needs checking.
+        self.highest_lowest = 0
         self.total = 0
 
     def cap(self) -> float:
@@ -110,20 +206,33 @@ class LineUsage:
 
     def least_used(self, challenge: PoolChallenge, rng: random.Random) -> str:
         """The challenge's least-used description (ties broken by ``rng``)."""
-        counts = [self.counts[(challenge.title, d)] for d in challenge.descriptions]
-        low = min(counts)
-        choices = [d for d, n in zip(challenge.descriptions, counts, strict=True) if n == low]
+        counts = self.by_title.get(challenge.title)
+        choices: Sequence[str] = challenge.descriptions  # never dealt: every description ties at zero
+        if counts is not None:
+            low = min(counts)
+            if counts.count(low) == 1:  # no tie, so no draw
+                return challenge.descriptions[counts.index(low)]
+            choices = [d for d, n in zip(challenge.descriptions, counts, strict=True) if n == low]
         return choices[0] if len(choices) == 1 else rng.choice(choices)
 
     def capped(self, challenge: PoolChallenge, cap: float) -> bool:
         """Every line of the challenge already holds its share."""
-        return self.lowest[challenge.title] >= cap
+        return self.lowest.get(challenge.title, 0) >= cap
+
+    def any_capped(self, cap: float) -> bool:
+        """Some challenge may be capped (when not, :meth:`capped` is False for every one)."""
+        return self.highest_lowest >= cap
 
     def add(self, picks: Sequence[Pick]) -> None:
         for pick in picks:
-            title = pick.challenge.title
-            self.counts[(title, pick.description)] += 1
-            self.lowest[title] = min(self.counts[(title, d)] for d in pick.challenge.descriptions)
+            challenge = pick.challenge
+            counts = self.by_title.get(challenge.title)
+            if counts is None:
+                counts = self.by_title[challenge.title] = [0] * len(challenge.descriptions)
+            counts[challenge.descriptions.index(pick.description)] += 1
+            lowest = min(counts)
+            self.lowest[challenge.title] = lowest
+            self.highest_lowest = max(self.highest_lowest, lowest)
         self.total += len(picks)
 
 
@@ -133,6 +242,10 @@ Score = Callable[[PoolChallenge], tuple[int, ...]]
 def flat_score(challenge: PoolChallenge) -> tuple[int, ...]:
     """Every candidate fits equally: chance (and the line cap) alone decide."""
     return ()
+
+
+# Candidate indices grouped by how well they fit, best group first, each group in candidate order.
+FitGroups = Sequence[Sequence[int]]
 
 
 def choose(
@@ -147,11 +260,60 @@ def choose(
     Candidates arrive in pool order and each draws one random tie-breaker in that order, so the result
     depends only on the pools and the seed.
     """
+    groups = fit_groups([score(c) for c in candidates])
+    return [candidates[i] for i in choose_grouped(candidates, groups, count, rng, usage)]
+
+
+def fit_groups(scores: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+    """Indices of ``scores`` grouped by score, highest first; ties stay in index order."""
+    by_score: dict[tuple[int, ...], list[int]] = {}
+    for i, score in enumerate(scores):
+        by_score.setdefault(score, []).append(i)
+    # Ordered as the negated scores ascending, which is "higher is better" for tuples of any length.
+    return tuple(tuple(by_score[score]) for score in sorted(by_score, key=lambda s: tuple(-x for x in s)))
+
+
+def choose_grouped(
+    candidates: Sequence[PoolChallenge],
+    groups: FitGroups,
+    count: int,
+    rng: random.Random,
+    usage: LineUsage,
+) -> list[int]:
+    """Indices of the ``count`` best candidates: the best fit group first, uncapped lines before capped
+    ones within a group, then the lowest random tie-breaker.
+
+    Every candidate draws its tie-breaker, in candidate order, whatever is chosen: the random stream
+    (and so every later draw) does not depend on how the choice is computed. The result is the prefix
+    of a stable sort by (group, capped, tie-breaker), taken one group at a time so no key is built.
+    """
+    if count < 0:
+        # As the sort's ``order[:count]`` did: all but the last -count (choose_base_info can ask for a
+        # negative rest when it wants two specific picks of a single one; kept so output stays the same).
+        count = max(0, len(candidates) + count)
     cap = usage.cap()
-    keyed = [(score(c), usage.capped(c, cap), rng.random(), i) for i, c in enumerate(candidates)]
-    # Fit first; among equally fitting candidates, an uncapped line before a capped one, then chance.
-    order = sorted(keyed, key=lambda k: (tuple(-s for s in k[0]), k[1], k[2]))
-    return [candidates[k[3]] for k in order[:count]]
+    draws = list(starmap(rng.random, repeat((), len(candidates))))  # one rng.random() per candidate, looped in C
+    check_caps = usage.any_capped(cap)
+    chosen: list[int] = []
+    for group in groups:
+        tiers: Sequence[Sequence[int]] = (group,)
+        if check_caps:
+            capped = [usage.capped(candidates[i], cap) for i in group]
+            tiers = (
+                [i for i, c in zip(group, capped, strict=True) if not c],
+                [i for i, c in zip(group, capped, strict=True) if c],
+            )
+        for tier in tiers:
+            needed = count - len(chosen)
+            if needed <= 0:
+                return chosen
+            chosen += sorted(tier, key=draws.__getitem__)[:needed]
+    return chosen
+
+
+def flat_groups(candidates: Sequence[PoolChallenge]) -> FitGroups:
+    """Every candidate fits equally: one group (what :func:`flat_score` gives)."""
+    return (range(len(candidates)),)
 
 
 def request_score(facets: Sequence[Facet]) -> Score:
@@ -174,22 +336,32 @@ def base_info_reasons(challenge: PoolChallenge) -> tuple[str, ...]:
     return tuple(reasons) or ("category",)
 
 
+def split_bound(candidates: Sequence[PoolChallenge]) -> tuple[list[PoolChallenge], list[PoolChallenge]]:
+    """Candidates bound to a location or work type, and the general ones, each in candidate order."""
+    return [c for c in candidates if c.bound], [c for c in candidates if not c.bound]
+
+
 def choose_base_info(
-    candidates: Sequence[PoolChallenge], count: int, rng: random.Random, usage: LineUsage, specific_two: float
+    specific: Sequence[PoolChallenge],
+    general: Sequence[PoolChallenge],
+    count: int,
+    rng: random.Random,
+    usage: LineUsage,
+    specific_two: float,
 ) -> list[PoolChallenge]:
     """One or two picks bound to the user's location or work type when there are any, the rest general.
 
-    A recommend sentence may then name what the specific picks show; a pick list of only general
-    challenges gets a sentence about the category alone.
+    ``specific`` and ``general`` are the allowed candidates as :func:`split_bound` splits them. A recommend
+    sentence may then name what the specific picks show; a pick list of only general challenges gets a
+    sentence about the category alone.
     """
-    specific = [c for c in candidates if c.bound]
-    general = [c for c in candidates if not c.bound]
     wanted = 0
     if specific:
         wanted = 2 if len(specific) >= 2 and rng.random() < specific_two else 1
     wanted = max(wanted, count - len(general))
-    chosen = choose(specific, flat_score, wanted, rng, usage)
-    return chosen + choose(general, flat_score, count - len(chosen), rng, usage)
+    chosen = [specific[i] for i in choose_grouped(specific, flat_groups(specific), wanted, rng, usage)]
+    rest = count - len(chosen)
+    return chosen + [general[i] for i in choose_grouped(general, flat_groups(general), rest, rng, usage)]
 
 
 def base_info_sentence_reason(picks: Sequence[Pick]) -> str:
