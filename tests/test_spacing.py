@@ -150,3 +150,22 @@ def test_kiwi_thread_setting_is_used_when_kiwi_is_built(monkeypatch: pytest.Monk
     finally:
         monkeypatch.undo()
         spacing_module.get_kiwi.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "누구든지 체포·구속·압수 또는 수색을 당하지 아니한다.",
+        "모든 국민은 언론·출판의 자유와 집회·결사의 자유를 가진다.",
+        "사업주는 안전·보건상 필요한 조치를 하여야 한다.",
+        "원·달러 환율은 전 거래일보다 내린 채 거래를 마쳤다.",
+        "「근로기준법」 제2조에 따른 근로자를 말한다.",
+    ],
+)
+def test_middle_dots_and_brackets_in_formal_text_are_not_flagged(sentence: str) -> None:
+    """21% of held-out legal sentences were flagged, nearly all beside a middle dot (bench/data/heldout)."""
+    assert SpacingChecker().check(sentence).ok, SpacingChecker().check(sentence).suggestion
+
+
+def test_a_space_missing_next_to_a_middle_dot_list_is_still_caught() -> None:
+    assert not SpacingChecker().check("체포·구속·압수또는수색을당하지아니한다.").ok

@@ -195,6 +195,22 @@ def _align(original: str, spaced: str) -> list[tuple[int, int]] | None:
     return inserted
 
 
+MIDDLE_DOTS = "·ㆍ・‧"
+OPENING_MARKS = "([{「『〈《“‘\"'"
+CLOSING_MARKS = ")]}」』〉》”’"
+
+
+def _beside_a_mark(text: str, offset: int) -> bool:
+    """A space Kiwi wants right after a middle dot or an opening mark, or right before a middle dot or a closing
+    mark, is never missing: standard Korean writes 체포·구속·압수, 「근로기준법」 and "심야 열람실" without one
+    (21% false alarms on legal text came from the middle dot alone)."""
+    before = text[offset - 1] if offset > 0 else ""
+    after = text[offset] if offset < len(text) else ""
+    opens = bool(before) and before in MIDDLE_DOTS + OPENING_MARKS
+    closes = bool(after) and after in MIDDLE_DOTS + CLOSING_MARKS
+    return opens or closes
+
+
 def _is_flagged(tokens: Sequence[Any], space_at: int) -> bool:
     before = [t for t in tokens if t.start + t.len == space_at]
     after = [t for t in tokens if t.start == space_at + 1]
@@ -391,7 +407,11 @@ class SpacingChecker:
                 last = segment.start + len(segment.text)
                 for at_original, at_spaced in alignment or []:
                     offset = segment.start + at_original
-                    if _is_flagged(tokens_for[k], at_spaced) and not self._allowed(text, offset):
+                    if (
+                        _is_flagged(tokens_for[k], at_spaced)
+                        and not _beside_a_mark(text, offset)
+                        and not self._allowed(text, offset)
+                    ):
                         insertions.append(offset)
                 k += 1
             suggestion_parts.append(text[last:])
