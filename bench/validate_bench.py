@@ -54,6 +54,7 @@ def run_bench(args: argparse.Namespace) -> None:
     big = OUT / f"foreign_{args.big_gb:g}gb.jsonl"
     ensure_foreign(foreign, records=args.records)
     ensure_built(built, args.records)
+    load_before = load_now()  # other work on the machine slows every figure below
     rows: list[tuple[str, str]] = []
     records, share = distinct_sentences(foreign)
     rows.append(("foreign file", f"{records:,} records, {mb(foreign)}; {share:.1%} of output sentences occur once"))
@@ -94,6 +95,7 @@ def run_bench(args: argparse.Namespace) -> None:
     for workers in (1, 2):
         rows.append((f"built file: validate, {workers} worker{'s' * (workers > 1)}", describe(timed(built, workers))))
 
+    rows.append(("machine", f"{os.cpu_count()} cores; load average {load_before} before the runs, {load_now()} after"))
     print("| measure | result |\n| --- | --- |")
     for name, value in rows:
         print(f"| {name} | {value} |")
@@ -210,6 +212,10 @@ def ensure_built(path: Path, records: int) -> None:
     config = BuildConfig(size=records, seed=1, out=path, diversity=False)
     write_build(build_dataset(config), path)
     print(f"built {records:,} records in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+
+def load_now() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def mb(path: Path) -> str:

@@ -5,19 +5,43 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from functools import lru_cache
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kochallenge_data.formats import parse_recommendation
 from kochallenge_data.generate import Sampler
-from kochallenge_data.generate.feedback import COUNT_WORDS, GroupEntry, PersonalEntry, Week, plan_feedback, week_items
-from kochallenge_data.generate.requests import FitIndex
-from kochallenge_data.generate.selection import Licence, LineUsage, allowed, choose, licence_for, meets
+from kochallenge_data.generate.feedback import (
+    COUNT_WORDS,
+    GroupEntry,
+    PersonalEntry,
+    Week,
+    Wording,
+    plan_feedback,
+    week_items,
+)
+from kochallenge_data.generate.requests import FitIndex, positions
+from kochallenge_data.generate.sampler import base_info_inputs, request_fit
+from kochallenge_data.generate.selection import (
+    LINE_CAP_FLOOR,
+    Licence,
+    LineUsage,
+    MatchMasks,
+    Pick,
+    RuleMasks,
+    allowed,
+    choose,
+    fit_groups,
+    flat_score,
+    licence_for,
+    meets,
+    request_score,
+)
 from kochallenge_data.pools import PoolChallenge, Pools, load_pools
-from kochallenge_data.templates import Templates, load_templates
+from kochallenge_data.templates import Templates, compiled, load_templates, phrase_slots, render_phrase, simple_parts
 from kochallenge_data.text import emoji_in, nfc
 
 from .conftest import FIXTURE_POOLS
@@ -225,3 +249,254 @@ def test_same_seed_gives_the_same_candidates(seed: int) -> None:
     first = [c.model_record() for c, _ in drawn("free_text", seed, 50)]  # type: ignore[attr-defined]
     second = [c.model_record() for c, _ in drawn("free_text", seed, 50)]  # type: ignore[attr-defined]
     assert first == second
+
+
+# ---------------------------------------------------------------- fast paths agree with the plain rules
+# The generator answers hard rules, fit and rendering from masks and caches; each test below checks the fast
+# path against the plain definition (or the algorithm it replaced), so a change to one side cannot drift.
+
+
+def licences(pools: Pools) -> st.SearchStrategy[Licence]:
+    """Licences over the values the pools use, plus "not stated"."""
+    seasons = sorted({c.season for c in pools.challenges if c.season} | {f.season for f in pools.facets if f.season})
+    needs = sorted({n for c in pools.challenges for n in c.needs})
+    return st.builds(
+        Licence,
+        location=st.sampled_from([None, *pools.locations]),
+        work_type=st.sampled_from([None, *pools.work_types]),
+        season=st.sampled_from([None, *seasons]),
+        needs=st.frozensets(st.sampled_from(needs)) if needs else st.just(frozenset()),
+        category=st.sampled_from([None, *(c.key for c in pools.categories)]),
+        commutes=st.booleans(),
+    )
+
+
+@pytest.mark.parametrize("root", [None, str(FIXTURE_POOLS)])
+@settings(max_examples=150)
+@given(data=st.data())
+def test_rule_masks_allow_exactly_what_allowed_does(root: str | None, data: st.DataObject) -> None:
+    pools = pools_at(root)
+    licence = data.draw(licences(pools))
+    mask = RuleMasks(pools.challenges).allowed_mask(licence)
+    assert positions(mask) == [i for i, c in enumerate(pools.challenges) if allowed(c, licence)]
+
+
+@pytest.mark.parametrize("root", [None, str(FIXTURE_POOLS)])
+def test_match_masks_meet_exactly_what_meets_does(root: str | None) -> None:
+    pools = pools_at(root)
+    matches = MatchMasks(pools.challenges)
+    for facet in pools.facets:
+        expected = [i for i, c in enumerate(pools.challenges) if meets(c, facet)]
+        assert positions(matches.meets_mask(facet)) == expected, facet.key
+
+
+@given(mask=st.integers(0, 2**800))
+def test_positions_lists_the_set_bits_lowest_first(mask: int) -> None:
+    assert positions(mask) == [i for i in range(mask.bit_length()) if mask >> i & 1]
+
+
+@pytest.mark.parametrize("root", [None, str(FIXTURE_POOLS)])
+@settings(max_examples=60)
+@given(data=st.data())
+def test_request_fit_groups_and_explains_as_request_score_does(root: str | None, data: st.DataObject) -> None:
+    pools = pools_at(root)
+    facets = data.draw(st.lists(st.sampled_from(pools.facets), max_size=3, unique_by=lambda f: f.key))
+    fit = request_fit(facets, FitIndex(pools))
+    licence = licence_for(facets)
+    assert fit.candidates == [c for c in pools.challenges if allowed(c, licence)]
+    assert fit.reasons == tuple(tuple(f.key for f in facets if meets(c, f)) for c in fit.candidates)
+    score = request_score(facets) if facets else flat_score
+    assert [list(g) for g in fit.groups] == [list(g) for g in fit_groups([score(c) for c in fit.candidates])]
+    assert FitIndex(pools).count(facets) == sum(1 for c in fit.candidates if all(meets(c, f) for f in facets))
+
+
+def choose_by_sorting(
+    candidates: list[PoolChallenge],
+    score: Callable[[PoolChallenge], tuple[int, ...]],
+    count: int,
+    rng: random.Random,
+    usage: LineUsage,
+) -> list[PoolChallenge]:
+    """The choice as it was first written: one sort key per candidate (fit, capped, tie-breaker)."""
+    cap = usage.cap()
+    keyed = [(score(c), usage.capped(c, cap), rng.random(), i) for i, c in enumerate(candidates)]
+    order = sorted(keyed, key=lambda k: (tuple(-s for s in k[0]), k[1], k[2]))
+    return [candidates[k[3]] for k in order[:count]]
+
+
+@settings(max_examples=150)
+@given(
+    scores=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2)), min_size=0, max_size=40),
+    capped=st.sets(st.integers(0, 39), max_size=20),
+    dealt=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 3)), max_size=40),
+    max_share=st.sampled_from([0.001, 0.05, 1.0]),
+    count=st.integers(-3, 6),
+    seed=st.integers(0, 2**32),
+)
+@example(scores=[(1, 0)] * 6, capped={0, 2, 4}, dealt=[], max_share=0.001, count=4, seed=0)
+def test_grouped_choice_picks_and_draws_as_the_sort_did(
+    scores: list[tuple[int, int]],
+    capped: set[int],
+    dealt: list[tuple[int, int]],
+    max_share: float,
+    count: int,
+    seed: int,
+) -> None:
+    candidates = list(pools_at(None).challenges[: len(scores)])
+    by_title = dict(zip((c.title for c in candidates), scores, strict=True))
+    usage = LineUsage(max_share)
+    for index in sorted(capped):  # every line of these dealt up to the floor: capped while the cap is the floor
+        if index < len(candidates):
+            challenge = candidates[index]
+            usage.add([Pick(challenge, d, ()) for d in challenge.descriptions for _ in range(LINE_CAP_FLOOR)])
+    for index, line in dealt:
+        if index < len(candidates):
+            challenge = candidates[index]
+            usage.add([Pick(challenge, challenge.descriptions[line % len(challenge.descriptions)], ())])
+    fast, slow = random.Random(seed), random.Random(seed)
+    picked = choose(candidates, lambda c: by_title[c.title], count, fast, usage)
+    assert picked == choose_by_sorting(candidates, lambda c: by_title[c.title], count, slow, usage)
+    assert fast.getstate() == slow.getstate()  # the same draws, so every later draw is the same too
+
+
+class CountingUsage:
+    """LineUsage as it was first written (a counter per line), to compare the per-title lists against."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def least_used(self, challenge: PoolChallenge, rng: random.Random) -> str:
+        counts = [self.counts[(challenge.title, d)] for d in challenge.descriptions]
+        choices = [d for d, n in zip(challenge.descriptions, counts, strict=True) if n == min(counts)]
+        return choices[0] if len(choices) == 1 else rng.choice(choices)
+
+    def lowest(self, challenge: PoolChallenge) -> int:
+        return min(self.counts[(challenge.title, d)] for d in challenge.descriptions)
+
+
+@given(order=st.lists(st.integers(0, 11), max_size=80), seed=st.integers(0, 2**32))
+def test_line_usage_deals_least_used_descriptions_as_a_counter_would(order: list[int], seed: int) -> None:
+    challenges = pools_at(None).challenges[:12]
+    usage, reference = LineUsage(0.01), CountingUsage()
+    fast, slow = random.Random(seed), random.Random(seed)
+    for index in order:
+        challenge = challenges[index]
+        description = usage.least_used(challenge, fast)
+        assert description == reference.least_used(challenge, slow)
+        usage.add([Pick(challenge, description, ())])
+        reference.counts[(challenge.title, description)] += 1
+        assert usage.lowest[challenge.title] == reference.lowest(challenge)
+    assert usage.highest_lowest == max(usage.lowest.values(), default=0)
+    assert fast.getstate() == slow.getstate()
+
+
+def test_sampler_caches_hand_back_what_the_rules_give() -> None:
+    pools = pools_at(str(FIXTURE_POOLS))
+    sampler = Sampler(pools, templates(), random.Random(0))
+    for location, work_type, category in base_info_inputs(pools, 3):
+        licence = Licence(location=location, work_type=work_type, category=category)
+        plain = [c for c in pools.challenges if allowed(c, licence)]
+        assert sampler.allowed(licence) == plain
+        assert sampler.allowed(licence) is sampler.allowed(licence)  # computed once
+        specific, general = sampler.base_info_split(location, work_type, category)
+        assert specific == [c for c in plain if c.bound] and general == [c for c in plain if not c.bound]
+    assert sampler.habits == {c.title: c.habit for c in pools.challenges}
+
+
+# ---------------------------------------------------------------- rendering without jinja where it is plain
+
+slot_values = {"title": "텀블러 쓰기", "first": "물 마시기", "second": "계단 이용", "count": 2, "name": "산책"}
+template_pieces = st.sampled_from(
+    [
+        "오늘도 ",
+        " 해냈어요!",
+        "\n",
+        "  ",
+        "{",
+        "}}",
+        "{{ title }}",
+        "{{title}}",
+        '{{ first | josa("과/와") }}',
+        '{{ second|josa("을/를") }}',
+        '{{ count | josa("이/가") }}',
+        "{{ missing }}",
+        "{{- name -}}",
+        "{# 설명 #}",
+        "{{ title.upper() }}",
+        '{{ title | josa("없는/쌍") }}',
+        "{% if count %}여러 번{% endif %}",
+        "{{ 'x' }}",
+        "\r\n",
+    ]
+)
+
+
+def render_both(text: str, values: dict[str, object]) -> tuple[object, object]:
+    """What render_phrase gives and what jinja alone gives, each as a result or the exception type."""
+
+    def outcome(render: Callable[[], str]) -> object:
+        try:
+            return render()
+        except Exception as exc:  # either side may raise; the comparison is the point
+            return type(exc)
+
+    return (
+        outcome(lambda: render_phrase(text, **values)),
+        outcome(lambda: str(compiled(text).render(**values)).strip()),
+    )
+
+
+@settings(max_examples=300)
+@given(pieces=st.lists(template_pieces, max_size=8))
+@example(pieces=["오늘도 ", "\r\n", " 해냈어요!"])  # no slot, but a line ending jinja rewrites
+@example(pieces=['{{ second|josa("을/를") }}', "{# 설명 #}", "\n"])
+def test_plain_phrases_render_as_jinja_renders_them(pieces: list[str]) -> None:
+    fast, jinja = render_both("".join(pieces), slot_values)
+    assert fast == jinja
+
+
+@pytest.mark.parametrize("root", [None, str(FIXTURE_POOLS)])
+def test_every_pool_phrase_renders_as_jinja_renders_it(root: str | None) -> None:
+    pools = pools_at(root)
+    values = {
+        **slot_values,
+        "location": pools.locations[0],
+        "work_type": pools.work_types[0],
+        "category": pools.categories[0].name,
+        "count_word": "세",
+        "reason": "요즘 더운데",
+        "want": "집에서 할 수 있는",
+        "topic": "운동",
+    }
+    groups = [
+        pools.feedback_phrases,
+        pools.frames,
+        pools.free_text_replies,
+        pools.base_info_sentences,
+        pools.about,
+        pools.category_topics,
+    ]
+    texts = {p.text for group in groups for phrases in group.values() for p in phrases}
+    assert any(simple_parts(t) is not None and len(simple_parts(t) or ()) > 1 for t in texts)
+    for text in sorted(texts):
+        fast, jinja = render_both(text, values)
+        assert fast == jinja, text
+
+
+def test_a_compiled_template_still_sees_the_environment_globals() -> None:
+    assert compiled("{% for i in range(3) %}{{ i }}{% endfor %}").render() == "012"
+
+
+@settings(max_examples=40)
+@given(seed=st.integers(0, 2**32), slots=st.sampled_from([{"title": "텀블러 쓰기", "count": 0}, {"count_word": "세"}]))
+def test_cached_shortest_wording_is_the_first_shortest(seed: int, slots: dict[str, object]) -> None:
+    pools = pools_at(None)
+    for name, pool in pools.feedback_phrases.items():
+        if not all(phrase_slots(p.text) <= set(slots) for p in pool):
+            continue
+        wording = Wording(pool, pool[random.Random(seed).randrange(len(pool))], slots, names=True)
+        shortest = min(pool, key=lambda p: len(render_phrase(p.text, **slots)))
+        expected = [wording.render(wording.drawn)]
+        if shortest is not wording.drawn:
+            expected.append(wording.render(shortest))
+        assert wording.options() == expected, name

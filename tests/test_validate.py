@@ -296,3 +296,11 @@ def test_workers_must_be_positive(tmp_path: Path) -> None:
     result = run_cli("validate", str(path), "--workers", "0", cwd=tmp_path)
     assert result.returncode == 1 and "--workers must be at least 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_command_with_workers_prints_the_same_report(tmp_path: Path) -> None:
+    path, _ = defect_file(tmp_path, copies=2)
+    one = run_cli("validate", str(path), "--json", "--workers", "1", cwd=tmp_path)
+    two = run_cli("validate", str(path), "--json", "--workers", "2", cwd=tmp_path)
+    assert one.returncode == two.returncode == 1
+    assert one.stdout == two.stdout and orjson.loads(one.stdout)["summary"]["duplicate"] >= 1

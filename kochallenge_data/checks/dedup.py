@@ -27,7 +27,8 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import IO, Any
 
 import numpy as np
@@ -452,7 +453,8 @@ class DuplicateIndex:
         earlier = self._exact_id(print_.key)
         if earlier is not None:
             return "duplicate", earlier, 1.0
-        return self._confirm(print_, self._bands.values(band_keys(print_.signature)))
+        candidates = self._bands.values(band_keys(print_.signature))
+        return self._confirm(print_.grams, _low_bits(print_.signature), candidates)
 
     def add(self, text: str, item_id: int) -> Hit | None:
         """Check ``text`` against everything added so far, then add it if it is new."""
@@ -461,7 +463,7 @@ class DuplicateIndex:
         if earlier is not None:
             return "duplicate", earlier, 1.0
         bands = band_keys(print_.signature)
-        hit = self._confirm(print_, self._bands.values(bands))
+        hit = self._confirm(print_.grams, _low_bits(print_.signature), self._bands.values(bands))
         if hit is None:
             self._store(print_, bands.tolist(), item_id)
             self._settle()
@@ -479,7 +481,8 @@ class DuplicateIndex:
             self._settle()
 
     def add_batch(self, batch: FingerprintBatch, ids: Sequence[int]) -> list[Hit | None]:
-        """:meth:`add` for each fingerprint in order, with the index searched once for the whole batch."""
+        """:meth:`add` for each fingerprint in order, with the index searched once for the whole batch and
+        the texts that are new stored together at its end."""
         self._exact.flush()
         self._bands.flush()
         exact_in_runs = self._exact.in_runs(batch.keys)
@@ -488,27 +491,24 @@ class DuplicateIndex:
             bands_in_runs.setdefault(flat // BANDS, []).extend(values)
         same_key_before = earlier_equal(batch.keys[:, None])
         same_band_before = earlier_equal(batch.bands)
-        position_of = [-1] * len(batch)  # where each text of the batch was stored, if it was
+        pending = _Pending(len(self), batch, _low_bits(batch.signatures), ids)
+        position_of = [-1] * len(batch)  # where each text of the batch is to be stored, if it is
         hits: list[Hit | None] = []
-        for i, item_id in enumerate(ids):
+        for i in range(len(batch)):
             earlier = exact_in_runs.get(i) or [
                 position_of[k] for k in same_key_before.get(i, ()) if position_of[k] >= 0
             ]
             if earlier:
-                hits.append(("duplicate", int(self._ids[min(earlier)]), 1.0))
+                hits.append(("duplicate", self._id_at(min(earlier), pending), 1.0))
                 continue
             candidates = bands_in_runs.get(i, []) + [
                 position_of[k] for k in same_band_before.get(i, ()) if position_of[k] >= 0
             ]
-            print_ = batch.item(i)
-            hit = self._confirm(print_, candidates)
+            hit = self._confirm(batch.item(i).grams, pending.low[i], candidates, pending)
             if hit is None:
-                position_of[i] = self._store_row(print_, item_id)
+                position_of[i] = pending.keep(i)
             hits.append(hit)
-        stored = np.array([i for i, position in enumerate(position_of) if position >= 0], dtype=np.int64)
-        positions = np.array([position_of[i] for i in stored.tolist()], dtype=np.int64)
-        self._exact.add_run(batch.keys[stored], positions)
-        self._bands.add_run(batch.bands[stored].ravel(), np.repeat(positions, BANDS))
+        self._store_pending(pending)
         return hits
 
     def _exact_id(self, key: int) -> int | None:
@@ -516,37 +516,91 @@ class DuplicateIndex:
         return int(self._ids[min(positions)]) if positions else None
 
     def _store(self, print_: Fingerprint, bands: list[int], item_id: int) -> None:
-        position = self._store_row(print_, item_id)
-        self._exact.add([print_.key], position)
-        self._bands.add(bands, position)
-
-    def _store_row(self, print_: Fingerprint, item_id: int) -> int:
-        """Keep the signature, id and shingles; the caller files the keys."""
-        position = len(self._grams)
-        if position == len(self._ids):
-            self._ids = _grown(self._ids, position + 1)
-            bigger = np.empty((2 * len(self._signatures), HASHES), dtype=np.uint8)
-            bigger[:position] = self._signatures[:position]
-            self._signatures = bigger
+        position = len(self)
+        self._reserve(position + 1)
         self._signatures[position] = _low_bits(print_.signature)
         self._ids[position] = item_id
         self._grams.append(print_.grams)
-        return position
+        self._exact.add([print_.key], position)
+        self._bands.add(bands, position)
+
+    def _store_pending(self, pending: _Pending) -> None:
+        kept = np.array(pending.kept, dtype=np.int64)
+        if not len(kept):
+            return
+        start = len(self)
+        self._reserve(start + len(kept))
+        positions = np.arange(start, start + len(kept))
+        self._signatures[positions] = pending.low[kept]
+        self._ids[positions] = [pending.ids[k] for k in pending.kept]
+        for k in pending.kept:
+            self._grams.append(pending.batch.item(k).grams)
+        self._exact.add_run(pending.batch.keys[kept], positions)
+        self._bands.add_run(pending.batch.bands[kept].ravel(), np.repeat(positions, BANDS))
+
+    def _reserve(self, size: int) -> None:
+        if size > len(self._ids):
+            count = len(self)
+            self._ids = _grown(self._ids, size)
+            bigger = np.empty((len(self._ids), HASHES), dtype=np.uint8)
+            bigger[:count] = self._signatures[:count]
+            self._signatures = bigger
 
     def _settle(self) -> None:
         self._exact.settle()
         self._bands.settle()
 
-    def _confirm(self, print_: Fingerprint, candidates: list[int]) -> Hit | None:
+    def _id_at(self, position: int, pending: _Pending | None = None) -> int:
+        if pending is not None and position >= pending.base:
+            return int(pending.ids[pending.kept[position - pending.base]])
+        return int(self._ids[position])
+
+    def _confirm(
+        self, grams: np.ndarray, low: np.ndarray, candidates: list[int], pending: _Pending | None = None
+    ) -> Hit | None:
         """The most similar candidate at or over the threshold (the earliest on a tie), by exact Jaccard."""
         if not candidates:
             return None
-        positions = sorted_distinct(np.array(candidates, dtype=np.int64))
-        estimates = (self._signatures[positions] == _low_bits(print_.signature)).mean(axis=1)
-        likely = positions[estimates >= self.threshold - ESTIMATE_MARGIN]
+        positions = np.array(sorted(set(candidates)), dtype=np.int64)
+        base = pending.base if pending is not None else len(self)
+        stored = positions[positions < base]
+        rows = self._signatures[stored]
+        if pending is not None and len(stored) < len(positions):
+            kept = np.array(pending.kept, dtype=np.int64)[positions[len(stored) :] - base]
+            rows = np.concatenate([rows, pending.low[kept]])
+        agreeing = np.count_nonzero(rows == low, axis=1)
+        likely = positions[agreeing >= _likely_count(self.threshold)]
         best: Hit | None = None
         for position in likely.tolist():
-            similarity = sorted_jaccard(print_.grams, self._grams.get(position))
+            if position < base:
+                other = self._grams.get(position)
+            else:
+                assert pending is not None
+                other = pending.batch.item(pending.kept[position - base]).grams
+            similarity = sorted_jaccard(grams, other)
             if similarity >= self.threshold and (best is None or similarity > best[2]):
-                best = ("near_duplicate", int(self._ids[position]), similarity)
+                best = ("near_duplicate", self._id_at(position, pending), similarity)
         return best
+
+
+@dataclass
+class _Pending:
+    """The texts of a batch that are new, stored when the batch ends; until then they are found here,
+    at the positions they will have (``base`` on)."""
+
+    base: int
+    batch: FingerprintBatch
+    low: np.ndarray  # every text's stored signature form, (texts, HASHES)
+    ids: Sequence[int]
+    kept: list[int] = field(default_factory=list)  # batch indices, in the order they will be stored
+
+    def keep(self, index: int) -> int:
+        self.kept.append(index)
+        return self.base + len(self.kept) - 1
+
+
+@lru_cache(maxsize=8)
+def _likely_count(threshold: float) -> int:
+    """The fewest agreeing hashes whose share reaches ``threshold - ESTIMATE_MARGIN`` (the same float
+    comparison as on the mean: c / HASHES is computed the same way)."""
+    return next((c for c in range(HASHES + 1) if c / HASHES >= threshold - ESTIMATE_MARGIN), HASHES + 1)
