@@ -29,9 +29,25 @@ LINT_EXAMPLE = """example:
   python -m kochallenge_data lint-pools --pools my_pools/"""
 
 
+def program_name(argv0: str) -> str:
+    """How the user ran us: ``kochallenge-data`` (the console script) or ``python -m kochallenge_data``."""
+    return "kochallenge-data" if Path(argv0).name.startswith("kochallenge-data") else "python -m kochallenge_data"
+
+
+def unit_interval(text: str) -> float:
+    """A share or similarity: a number above 0 and at most 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m kochallenge_data",
+        prog=program_name(sys.argv[0]),
         description="Build, check and ship Korean instruction data for the eco-challenge chatbot.",
     )
     from . import __version__
@@ -99,7 +115,9 @@ def _add_validate(commands: Any) -> None:
         "--task", choices=["base_info", "free_text", "feedback"], help="treat every record as this task"
     )
     validate.add_argument("--challenges", type=int, default=3, help="expected challenges per recommendation")
-    validate.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold")
+    validate.add_argument(
+        "--threshold", type=unit_interval, default=0.8, help="near-duplicate Jaccard threshold, in (0, 1] (default 0.8)"
+    )
     validate.add_argument("--no-spacing", action="store_true", help="skip the Kiwi spacing check")
     validate.add_argument(
         "--workers", type=int, default=1, help="processes that check records (same output for any number)"

@@ -176,3 +176,16 @@ def test_build_out_as_a_folder_writes_the_default_file_inside_it(tmp_path: Path,
         "multitask_dataset_v2.rejected.jsonl",
     ]  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "no orphan sidecar beside the folder"
+
+
+def test_a_threshold_outside_0_to_1_is_bad_usage(tmp_path: Path) -> None:
+    (tmp_path / "d.json").write_text("[]", encoding="utf-8")
+    result = run_cli("validate", "d.json", "--threshold", "1.5", cwd=tmp_path)
+    assert result.returncode == 2 and "must be above 0 and at most 1" in result.stderr
+
+
+def test_usage_names_the_program_as_it_was_run() -> None:
+    from kochallenge_data.cli import program_name
+
+    assert program_name("/usr/local/bin/kochallenge-data") == "kochallenge-data"
+    assert program_name("/repo/kochallenge_data/__main__.py") == "python -m kochallenge_data"
