@@ -7,9 +7,11 @@ record is generated. Lists keep file order (never sets), which keeps builds repr
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -317,12 +319,27 @@ def _line_of(path: Path, needle: str) -> int | None:
     if not needle:
         return None
     try:
-        for number, line in enumerate(read_user_text(path).splitlines(), start=1):
-            if needle in line:
-                return number
+        lines, quoted = _line_index(path, path.stat().st_mtime_ns)
     except (OSError, UnsafeFileError):
         return None
-    return None
+    if needle in quoted:  # the usual case, a phrase as a TOML string: one lookup, not a scan per phrase
+        return quoted[needle]
+    return next((number for number, line in enumerate(lines, start=1) if needle in line), None)
+
+
+QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+@lru_cache(maxsize=64)
+def _line_index(path: Path, mtime_ns: int) -> tuple[tuple[str, ...], dict[str, int]]:
+    """A pool file's lines, and the first line of every double-quoted string in it (read once per file version,
+    so naming the line of each of 200,000 messages stays linear)."""
+    lines = tuple(read_user_text(path).splitlines())
+    quoted: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        for match in QUOTED.finditer(line):
+            quoted.setdefault(match.group(1), number)
+    return lines, quoted
 
 
 def _source(path: Path, text: str, root: Path) -> Source:

@@ -189,3 +189,18 @@ def test_usage_names_the_program_as_it_was_run() -> None:
 
     assert program_name("/usr/local/bin/kochallenge-data") == "kochallenge-data"
     assert program_name("/repo/kochallenge_data/__main__.py") == "python -m kochallenge_data"
+
+
+def test_a_pool_with_tens_of_thousands_of_messages_builds_in_seconds(tmp_path: Path) -> None:
+    """Naming each message's line used to reread the file per message: 200,000 messages hung the build."""
+    import itertools
+
+    pools = tmp_path / "pools"
+    shutil.copytree(FIXTURE_POOLS, pools)
+    syllables = "가나다라마바사아자차카타파하"
+    messages = [f"오늘 {a}{b} {c}{d} 챌린지 추천해 줘" for a, b, c, d in itertools.product(syllables, repeat=4)]
+    with (pools / "messages.toml").open("a", encoding="utf-8") as handle:
+        handle.write("\n[[group]]\nfacets = []\nmessages = [\n" + "".join(f'  "{m}",\n' for m in messages) + "]\n")
+    result = run_cli("build", "--pools", str(pools), "--size", "30", "--no-diversity", "--out", "d.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # run_cli fails on a hang after 120 s; it takes about 2 s
+    assert len(messages) == 14**4
