@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .commands import add_command
+from .commands import add_command, unit_interval
 from .errors import KochallengeError
 
 BUILD_EXAMPLE = """example:
@@ -32,17 +32,6 @@ LINT_EXAMPLE = """example:
 def program_name(argv0: str) -> str:
     """How the user ran us: ``kochallenge-data`` (the console script) or ``python -m kochallenge_data``."""
     return "kochallenge-data" if Path(argv0).name.startswith("kochallenge-data") else "python -m kochallenge_data"
-
-
-def unit_interval(text: str) -> float:
-    """A share or similarity: a number above 0 and at most 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..commands import add_command
+from ..commands import add_command, positive_int
 
 DOCTOR_EXAMPLE = """example:
   python -m kochallenge_data doctor out/merged
@@ -34,16 +34,6 @@ fingerprint in its train_config.json) or an adapter folder."""
 FIX_EXAMPLE = """example:
   python -m kochallenge_data fix out/merged --base models/base --dry-run
   python -m kochallenge_data fix out/merged --base models/base"""
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
 
 
 def _size(text: str) -> str:
@@ -74,7 +64,7 @@ def register(subparsers: Any) -> None:
     doctor.add_argument("--base", type=Path, metavar="BASE_DIR", help="compare every file with this base model")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     doctor.add_argument(
-        "--max-model-len", type=_positive_int, metavar="N", help="the --max-model-len you will serve with"
+        "--max-model-len", type=positive_int, metavar="N", help="the --max-model-len you will serve with"
     )
     doctor.add_argument(
         "--load",
@@ -116,7 +106,7 @@ def register(subparsers: Any) -> None:
     merge.add_argument("--force", action="store_true", help="replace OUT if it exists (only after the merge verifies)")
     merge.add_argument("--device", choices=["cpu", "cuda"], help="where to merge (default: cuda if available)")
     merge.add_argument(
-        "--max-model-len", type=_positive_int, metavar="N", help="context length for the check and the vllm command"
+        "--max-model-len", type=positive_int, metavar="N", help="context length for the check and the vllm command"
     )
     merge.add_argument(
         "--allow-base-mismatch",

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..commands import add_command
+from ..commands import add_command, positive_float, positive_int
 from ..errors import KochallengeError
 
 EVALUATE_EXAMPLE = """example:
@@ -28,26 +28,6 @@ exit: 0 whatever the answers' quality (read the summary), 1 a user mistake, 2 an
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_SEED = 42
 DEFAULT_TIMEOUT_S = 120.0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -73,13 +53,13 @@ def register(subparsers: Any) -> None:
         "--data", type=Path, required=True, metavar="FILE", help="dataset file (JSON array or JSONL) to answer"
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where evaluation.json/.md go")
-    parser.add_argument("--limit", type=_positive_int, metavar="N", help="answer N records (default: all)")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="answer N records (default: all)")
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N", help="prompts at once (8)"
+        "--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="N", help="prompts at once (8)"
     )
     parser.add_argument(
         "--max-new-tokens",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="answer length limit (default: what train_config.json records, else 256)",
     )
@@ -91,10 +71,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--pools", type=Path, metavar="DIR", help="pools folder (default: the shipped pools)")
     parser.add_argument(
-        "--challenges", type=_positive_int, default=3, metavar="N", help="expected challenges per answer (3)"
+        "--challenges", type=positive_int, default=3, metavar="N", help="expected challenges per answer (3)"
     )
     parser.add_argument(
-        "--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds per --url answer"
+        "--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds per --url answer"
     )
     parser.add_argument(
         "--guided-decoding",
