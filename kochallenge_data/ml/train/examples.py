@@ -89,6 +89,11 @@ def tokenize_record(
     """Prompt tokens as serving sends them, then the output and one stop token; the loss sees the last two."""
     prompt_ids = prompt_token_ids(tokenizer, layout, record, stop_id)
     completion_ids: list[int] = [*tokenizer(record.output, add_special_tokens=False)["input_ids"], stop_id]
+    return _example(index, prompt_ids, completion_ids)
+
+
+def _example(index: int, prompt_ids: list[int], completion_ids: list[int]) -> TokenizedExample:
+    """The prompt masked from the loss, the completion learned."""
     return TokenizedExample(
         index=index,
         input_ids=prompt_ids + completion_ids,
@@ -97,10 +102,19 @@ def tokenize_record(
     )
 
 
+def rendered_prompt_ids(tokenizer: Any, layout: PromptLayout, record: Record) -> list[int]:
+    """The one tokenization path, in training and serving: the rendered prompt with the tokenizer's specials."""
+    return list(tokenizer(layout.render(record.instruction, record.input), add_special_tokens=True)["input_ids"])
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether tokenizing with special tokens puts the bos in front by itself."""
+    bos = tokenizer.bos_token_id
+    return isinstance(bos, int) and tokenizer("x", add_special_tokens=True)["input_ids"][:1] == [bos]
+
+
 def prompt_token_ids(tokenizer: Any, layout: PromptLayout, record: Record, stop_id: int) -> list[int]:
-    prompt_ids: list[int] = list(
-        tokenizer(layout.render(record.instruction, record.input), add_special_tokens=True)["input_ids"]
-    )
+    prompt_ids = rendered_prompt_ids(tokenizer, layout, record)
     if prompt_ids and prompt_ids[-1] == stop_id:
         raise KochallengeError(
             "the base tokenizer appends eos to every text, so the prompt would end the answer before it starts; "
@@ -150,8 +164,7 @@ def chat_prompt_layout(tokenizer: Any, records: Sequence[Record]) -> tuple[Promp
 
 def _as_jinja(rendered: str, tokenizer: Any) -> str:
     bos = getattr(tokenizer, "bos_token", None)
-    adds_bos = bool(bos) and tokenizer("x", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]
-    if adds_bos and bos and rendered.startswith(bos):
+    if bos and adds_bos(tokenizer) and rendered.startswith(bos):
         rendered = rendered[len(bos) :]  # tokenizing with special tokens adds it back
     segments = [EXACT_MARK]
     for i, chunk in enumerate(rendered.split(INSTRUCTION_MARK)):
@@ -173,7 +186,7 @@ def _check_chat_layout(tokenizer: Any, layout: PromptLayout, records: Sequence[R
             add_generation_prompt=True,
         )
         expected_ids = with_added_bos(tokenizer, _ids(expected))
-        got = list(tokenizer(layout.render(record.instruction, record.input), add_special_tokens=True)["input_ids"])
+        got = rendered_prompt_ids(tokenizer, layout, record)
         if got != expected_ids:
             raise KochallengeError(
                 f"--prompt-mode chat-template: record {index}: the base chat template does not render the record as "
@@ -202,8 +215,7 @@ def with_added_bos(tokenizer: Any, ids: list[int]) -> list[int]:
     """The template's ids as the one tokenization path gives them: a template that writes no bos still gets the
     bos the tokenizer adds to every text, in training and in serving alike."""
     bos = tokenizer.bos_token_id
-    adds_bos = isinstance(bos, int) and tokenizer("x", add_special_tokens=True)["input_ids"][:1] == [bos]
-    return [bos, *ids] if adds_bos and ids[:1] != [bos] else ids
+    return [bos, *ids] if adds_bos(tokenizer) and ids[:1] != [bos] else ids
 
 
 def _ids(encoded: Any) -> list[int]:
@@ -215,14 +227,9 @@ def tokenize_chat_record(
     tokenizer: Any, layout: PromptLayout, record: Record, system_role: bool, stops: set[int], index: int = 0
 ) -> TokenizedExample:
     """Chat-template mode: the derived layout's prompt ids, then the template's assistant turn to its stop."""
-    prompt_ids = list(tokenizer(layout.render(record.instruction, record.input), add_special_tokens=True)["input_ids"])
+    prompt_ids = rendered_prompt_ids(tokenizer, layout, record)
     completion_ids = chat_completion_ids(tokenizer, record, system_role, len(prompt_ids), stops)
-    return TokenizedExample(
-        index=index,
-        input_ids=prompt_ids + completion_ids,
-        labels=[IGNORE_INDEX] * len(prompt_ids) + completion_ids,
-        prompt_length=len(prompt_ids),
-    )
+    return _example(index, prompt_ids, completion_ids)
 
 
 def audit_lengths(examples: Sequence[TokenizedExample], max_length: int) -> LengthAudit:

@@ -155,7 +155,7 @@ def train(options: TrainOptions, progress: ProgressFn = print, callbacks: Sequen
         checkpoints.mkdir(parents=True, exist_ok=True)
         write_atomic(checkpoints / RUN_FILE, json_bytes(_resume_record(options)))
 
-    model = load_model(options, precision, cuda)
+    model = load_model(options, precision)
     trainer = make_trainer(
         options,
         model,

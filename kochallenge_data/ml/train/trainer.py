@@ -36,7 +36,7 @@ def _torch_dtype(precision: str) -> Any:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
-def load_model(options: TrainOptions, precision: str, cuda: bool) -> Any:
+def load_model(options: TrainOptions, precision: str) -> Any:
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(precision), "trust_remote_code": options.trust_remote_code}
