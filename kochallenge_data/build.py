@@ -11,8 +11,9 @@ import math
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -174,6 +175,23 @@ def diversity_strides(order: Sequence[Task], sample: int = DIVERSITY_SAMPLE) -> 
     return {task: max(1, math.ceil(counts[task] / sample)) for task in counts}
 
 
+@dataclass
+class DiversitySample:
+    """Every k-th record of each task, offered in slot order (the same sample in memory and on disk)."""
+
+    strides: dict[Task, int]
+    records: list[dict[str, str]] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    seen: Counter[Task] = field(default_factory=Counter)
+
+    def offer(self, task: Task, record: Callable[[], dict[str, str]]) -> None:
+        """``record`` is only called for the records kept (decoding every record would be wasted work)."""
+        if self.seen[task] % self.strides[task] == 0:
+            self.records.append(record())
+            self.tasks.append(task)
+        self.seen[task] += 1
+
+
 def build_dataset(config: BuildConfig, reporter: Reporter = SILENT) -> BuildResult:
     """Build the multitask dataset in memory; :func:`write_build` puts it on disk. For large builds the
     command uses :func:`build_to_files`, which gives the same bytes in flat memory."""
@@ -187,14 +205,10 @@ def build_dataset(config: BuildConfig, reporter: Reporter = SILENT) -> BuildResu
     meta = [dict(c.meta, index=i) for i, c in enumerate(accepted)]
     stats = _stats(plan, gate)
     if config.diversity:
-        strides = diversity_strides(plan.order)
-        seen: Counter[Task] = Counter()
-        sample: list[tuple[dict[str, str], Task]] = []
+        sample = DiversitySample(diversity_strides(plan.order))
         for record, task in zip(records, plan.order, strict=True):
-            if seen[task] % strides[task] == 0:
-                sample.append((record.model_dump(), task))
-            seen[task] += 1
-        stats["diversity"] = _diversity(sample, strides, reporter)
+            sample.offer(task, record.model_dump)
+        stats["diversity"] = _diversity(sample, reporter)
     stats["seconds"] = round(time.perf_counter() - started, 2)
     result = BuildResult(records, plan.order, meta, gate.rejected, stats)
     output_sha = sha256_bytes(dataset_bytes(r.model_dump() for r in records))
@@ -226,10 +240,11 @@ def build_to_files(
         gate.fill(plan.order, reporter)
         dataset, meta = StreamedFile(paths["dataset"]), StreamedFile(paths["meta"])
         files += [dataset, meta]
-        sample = _write_in_order(sink, plan.order, dataset, meta, config.diversity, reporter)
+        sample = DiversitySample(diversity_strides(plan.order))
+        _write_in_order(sink, plan.order, dataset, meta, sample if config.diversity else None, reporter)
         stats = _stats(plan, gate)
         if config.diversity:
-            stats["diversity"] = _diversity(sample, diversity_strides(plan.order), reporter)
+            stats["diversity"] = _diversity(sample, reporter)
         stats["seconds"] = round(time.perf_counter() - started, 2)
         output_sha = str(dataset.digest.hexdigest())
         clear_sidecars(paths)
@@ -251,27 +266,24 @@ def _write_in_order(
     order: Sequence[Task],
     dataset: StreamedFile,
     meta: StreamedFile,
-    collect: bool,
+    sample: DiversitySample | None,
     reporter: Reporter,
-) -> list[tuple[dict[str, str], Task]]:
-    """Dataset array items and metadata lines in slot order; every k-th record per task kept for diversity."""
-    strides = diversity_strides(order)
-    seen: Counter[Task] = Counter()
-    sample: list[tuple[dict[str, str], Task]] = []
+) -> None:
+    """Dataset array items and metadata lines in slot order, offering each record to the diversity sample."""
     dataset.write(b"[\n")
     with reporter.step("writing", len(order)) as step:
         for index, (item, meta_json) in enumerate(sink.in_order()):
             dataset.write(item if index == 0 else b",\n" + item)
-            meta.write(
-                meta_json[:-1] + (b',"index":%d}\n' % index if meta_json != b"{}" else b'{"index":%d}\n' % index)
-            )
-            task = order[index]
-            if collect and seen[task] % strides[task] == 0:
-                sample.append((orjson.loads(item), task))
-            seen[task] += 1
+            meta.write(meta_line(meta_json, index))
+            if sample is not None:
+                sample.offer(order[index], partial(_decoded, item))
             step.advance()
     dataset.write(b"\n]\n")
-    return sample
+
+
+def _decoded(item: bytes) -> dict[str, str]:
+    record: dict[str, str] = orjson.loads(item)
+    return record
 
 
 def meta_line(meta_json: bytes, index: int) -> bytes:
@@ -281,15 +293,13 @@ def meta_line(meta_json: bytes, index: int) -> bytes:
     return meta_json[:-1] + b',"index":%d}\n' % index
 
 
-def _diversity(
-    sample: list[tuple[dict[str, str], Task]], strides: Mapping[Task, int], reporter: Reporter
-) -> dict[str, Any]:
+def _diversity(sample: DiversitySample, reporter: Reporter) -> dict[str, Any]:
     with reporter.step("diversity statistics", None) as step:
-        stats = diversity_stats([r for r, _ in sample], [t for _, t in sample])
-        step.advance(len(sample))
+        stats = diversity_stats(sample.records, sample.tasks)
+        step.advance(len(sample.records))
     for task in TASKS:
-        if task in stats and strides.get(task, 1) > 1:
-            stats[task]["sampled_every"] = strides[task]
+        if task in stats and sample.strides.get(task, 1) > 1:
+            stats[task]["sampled_every"] = sample.strides[task]
     return stats
 
 
