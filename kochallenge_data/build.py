@@ -6,29 +6,30 @@ replaced, so the requested size is met exactly; rejections go to a sidecar with 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .build_gate import Gate, InlineChecks, PoolChecks, Sink
 from .build_sink import MemorySink, SpillSink, StreamedFile
 from .checks.dedup import DEFAULT_THRESHOLD, DuplicateIndex
-from .checks.diversity import diversity_stats
+from .checks.diversity import DiversityTally
 from .checks.record import RecordChecker
 from .checks.spacing import SpacingChecker
-from .errors import CapacityError, ConfigError, KochallengeError, UsageError
-from .generate import Candidate, Sampler, capacity, pool_to_grow
+from .errors import CapacityError, ConfigError, UsageError
+from .generate import Sampler, capacity, pool_to_grow
 from .generate.sampler import DEFAULT_MAX_LINE_SHARE
-from .models import TASKS, Finding, Record, Task
+from .models import TASKS, Record, Task
 from .pools import Pools, load_pools
 from .progress import SILENT, Reporter
 from .safe_files import read_options_file
@@ -38,13 +39,9 @@ from .writer import dataset_bytes, json_bytes, jsonl_bytes, sha256_bytes, sha256
 
 # 3: the metadata sidecar records request facets and why each pick was chosen.
 SCHEMA_VERSION = 3
-BATCH = 512
 CAPACITY_SHOWN_MAX = 10**15
-# Consecutive draws that only repeat earlier records before a task counts as exhausted.
-MAX_REPEATS = 2000
-MIN_ALLOWED_REJECTS = 20
 # Diversity statistics read at most this many records per task (every k-th, so the whole build is spread over).
-DIVERSITY_SAMPLE = 20_000
+DIVERSITY_SAMPLE = 10_000
 
 
 def _equal_mix() -> dict[Task, float]:
@@ -129,10 +126,6 @@ class BuildResult:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-class Sink(Protocol):
-    def accept(self, slot: int, candidate: Candidate) -> None: ...
-
-
 @dataclass(frozen=True)
 class BuildPlan:
     """Everything decided before the first draw."""
@@ -163,7 +156,7 @@ def plan_build(config: BuildConfig) -> BuildPlan:
     checker = RecordChecker(
         expected_challenges=config.challenges_per_output,
         feedback_limit=config.feedback_limit,
-        spacing=SpacingChecker(load_allowlist(pools.root)),
+        spacing=SpacingChecker(load_allowlist(pools.root), precheck=True),
         check_spacing=config.check_spacing,
     )
     return BuildPlan(pools, templates, order, capacities, sampler, checker)
@@ -177,29 +170,48 @@ def diversity_strides(order: Sequence[Task], sample: int = DIVERSITY_SAMPLE) -> 
 
 @dataclass
 class DiversitySample:
-    """Every k-th record of each task, offered in slot order (the same sample in memory and on disk)."""
+    """Every k-th record of each task, tallied in slot order (the same sample in memory and on disk)."""
 
     strides: dict[Task, int]
-    records: list[dict[str, str]] = field(default_factory=list)
-    tasks: list[Task] = field(default_factory=list)
+    tally: DiversityTally = field(default_factory=DiversityTally)
     seen: Counter[Task] = field(default_factory=Counter)
 
-    def offer(self, task: Task, record: Callable[[], dict[str, str]]) -> None:
-        """``record`` is only called for the records kept (decoding every record would be wasted work)."""
+    def offer(self, task: Task, output: Callable[[], str]) -> None:
+        """``output`` is only called for the records kept (decoding every record would be wasted work)."""
         if self.seen[task] % self.strides[task] == 0:
-            self.records.append(record())
-            self.tasks.append(task)
+            self.tally.add(task, output())
         self.seen[task] += 1
 
+    def result(self) -> dict[str, Any]:
+        stats = self.tally.result()
+        for task in TASKS:
+            if task in stats and self.strides.get(task, 1) > 1:
+                stats[task]["sampled_every"] = self.strides[task]
+        return stats
 
-def build_dataset(config: BuildConfig, reporter: Reporter = SILENT) -> BuildResult:
+
+@contextmanager
+def open_gate(config: BuildConfig, plan: BuildPlan, sink: Sink, workers: int) -> Iterator[Gate]:
+    """The gate, checking in ``workers`` processes (1: in this one); the workers end with the block."""
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    checks = InlineChecks(plan.checker) if workers == 1 else PoolChecks(plan.checker, workers)
+    try:
+        yield Gate(plan.sampler, checks, DuplicateIndex(config.near_duplicate_threshold), sink, config.max_reject_share)
+    finally:
+        if isinstance(checks, PoolChecks):
+            checks.close()
+
+
+def build_dataset(config: BuildConfig, reporter: Reporter = SILENT, workers: int = 1) -> BuildResult:
     """Build the multitask dataset in memory; :func:`write_build` puts it on disk. For large builds the
-    command uses :func:`build_to_files`, which gives the same bytes in flat memory."""
+    command uses :func:`build_to_files`, which gives the same bytes in flat memory. Any number of ``workers``
+    gives the same bytes."""
     started = time.perf_counter()
     plan = plan_build(config)
     sink = MemorySink(len(plan.order))
-    gate = _Gate(config, plan.sampler, plan.checker, DuplicateIndex(config.near_duplicate_threshold), sink)
-    gate.fill(plan.order, reporter)
+    with open_gate(config, plan, sink, workers) as gate:
+        gate.fill(plan.order, reporter)
     accepted = sink.candidates()
     records = [Record(instruction=c.instruction, input=c.input, output=c.output) for c in accepted]
     meta = [dict(c.meta, index=i) for i, c in enumerate(accepted)]
@@ -207,8 +219,8 @@ def build_dataset(config: BuildConfig, reporter: Reporter = SILENT) -> BuildResu
     if config.diversity:
         sample = DiversitySample(diversity_strides(plan.order))
         for record, task in zip(records, plan.order, strict=True):
-            sample.offer(task, record.model_dump)
-        stats["diversity"] = _diversity(sample, reporter)
+            sample.offer(task, partial(getattr, record, "output"))
+        stats["diversity"] = sample.result()
     stats["seconds"] = round(time.perf_counter() - started, 2)
     result = BuildResult(records, plan.order, meta, gate.rejected, stats)
     output_sha = sha256_bytes(dataset_bytes(r.model_dump() for r in records))
@@ -217,7 +229,7 @@ def build_dataset(config: BuildConfig, reporter: Reporter = SILENT) -> BuildResu
 
 
 def build_to_files(
-    config: BuildConfig, out: Path, reporter: Reporter = SILENT
+    config: BuildConfig, out: Path, reporter: Reporter = SILENT, workers: int = 1
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Build straight to ``out`` and its sidecars in flat memory: records spill to a temporary file as they are
     accepted and are written in slot order at the end. The bytes equal ``write_build(build_dataset(config))``;
@@ -234,17 +246,17 @@ def build_to_files(
     rejected = StreamedFile(paths["rejected"])
     files = [rejected]
     try:
-        gate = _Gate(config, plan.sampler, plan.checker, DuplicateIndex(config.near_duplicate_threshold), sink)
-        gate.on_reject = lambda item: rejected.write(orjson.dumps(item) + b"\n")
-        gate.keep_rejected = False
-        gate.fill(plan.order, reporter)
+        with open_gate(config, plan, sink, workers) as gate:
+            gate.on_reject = lambda item: rejected.write(orjson.dumps(item) + b"\n")
+            gate.keep_rejected = False
+            gate.fill(plan.order, reporter)
         dataset, meta = StreamedFile(paths["dataset"]), StreamedFile(paths["meta"])
         files += [dataset, meta]
         sample = DiversitySample(diversity_strides(plan.order))
         _write_in_order(sink, plan.order, dataset, meta, sample if config.diversity else None, reporter)
         stats = _stats(plan, gate)
         if config.diversity:
-            stats["diversity"] = _diversity(sample, reporter)
+            stats["diversity"] = sample.result()
         stats["seconds"] = round(time.perf_counter() - started, 2)
         output_sha = str(dataset.digest.hexdigest())
         clear_sidecars(paths)
@@ -276,14 +288,14 @@ def _write_in_order(
             dataset.write(item if index == 0 else b",\n" + item)
             meta.write(meta_line(meta_json, index))
             if sample is not None:
-                sample.offer(order[index], partial(_decoded, item))
+                sample.offer(order[index], partial(_decoded_output, item))
             step.advance()
     dataset.write(b"\n]\n")
 
 
-def _decoded(item: bytes) -> dict[str, str]:
-    record: dict[str, str] = orjson.loads(item)
-    return record
+def _decoded_output(item: bytes) -> str:
+    output: str = orjson.loads(item)["output"]
+    return output
 
 
 def meta_line(meta_json: bytes, index: int) -> bytes:
@@ -293,140 +305,7 @@ def meta_line(meta_json: bytes, index: int) -> bytes:
     return meta_json[:-1] + b',"index":%d}\n' % index
 
 
-def _diversity(sample: DiversitySample, reporter: Reporter) -> dict[str, Any]:
-    with reporter.step("diversity statistics", None) as step:
-        stats = diversity_stats(sample.records, sample.tasks)
-        step.advance(len(sample.records))
-    for task in TASKS:
-        if task in stats and sample.strides.get(task, 1) > 1:
-            stats[task]["sampled_every"] = sample.strides[task]
-    return stats
-
-
-def canonical(key: object) -> object:
-    """Sets as sorted tuples, recursively: equal keys then have one repr (a set's order follows salted hashes)."""
-    if isinstance(key, (set, frozenset)):
-        return ("<set>", *sorted((canonical(k) for k in key), key=repr))
-    if isinstance(key, tuple):
-        return tuple(canonical(k) for k in key)
-    return key
-
-
-def key_digest(key: object) -> int:
-    """A stable 8-byte digest of a candidate key: the set of seen keys stays small at a million records, and the
-    same on every machine (Python's own str hash is salted per process)."""
-    text = repr(canonical(key))
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
-
-
-@dataclass
-class _Gate:
-    """Draws candidates until every slot holds a record that passed every check."""
-
-    config: BuildConfig
-    sampler: Sampler
-    checker: RecordChecker
-    duplicates: DuplicateIndex
-    sink: Sink
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    keep_rejected: bool = True
-    on_reject: Any = None  # Callable[[dict], None]: where the command streams rejections
-    rejected_total: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
-    seen: set[int] = field(default_factory=set)
-    distinct: Counter[str] = field(default_factory=Counter)
-    blame: Counter[str] = field(default_factory=Counter)
-    balance: dict[str, Counter[str]] = field(
-        default_factory=lambda: {key: Counter() for key in ("category", "location", "work_type")}
-    )
-
-    def fill(self, order: list[Task], reporter: Reporter) -> None:
-        pending = deque(range(len(order)))
-        # A few rejects are normal even in tiny builds; beyond the share, the pools need fixing.
-        allowed_rejects = int(self.config.max_reject_share * len(order)) + MIN_ALLOWED_REJECTS
-        with reporter.step("sampling and checks", len(order)) as step:
-            while pending:
-                batch = [pending.popleft() for _ in range(min(BATCH, len(pending)))]
-                candidates = [self._draw_new(order[slot]) for slot in batch]
-                items = [(slot, c.model_record(), c.task) for slot, c in zip(batch, candidates, strict=True)]
-                all_findings = self.checker.check_many(items)
-                accepted = 0
-                for slot, candidate, findings in zip(batch, candidates, all_findings, strict=True):
-                    if not findings:
-                        findings = self._duplicate_findings(slot, candidate)
-                    if findings:
-                        self._reject(candidate, findings)
-                        if self.rejected_total > allowed_rejects:
-                            raise KochallengeError(self._too_many_rejects_message())
-                        pending.append(slot)
-                    else:
-                        self._accept(slot, candidate)
-                        accepted += 1
-                step.advance(accepted)
-
-    def _duplicate_findings(self, slot: int, candidate: Candidate) -> list[Finding]:
-        hit = self.duplicates.add(f"{candidate.input}\n{candidate.output}", slot)
-        if hit is None:
-            return []
-        kind, other, similarity = hit
-        return [Finding(index=slot, field="output", code=kind, message=f"like record {other} ({similarity:.2f})")]
-
-    def _accept(self, slot: int, candidate: Candidate) -> None:
-        self.sink.accept(slot, candidate)
-        if candidate.task == "base_info":
-            for key, counts in self.balance.items():
-                counts[candidate.meta[key]] += 1
-
-    def _draw_new(self, task: Task) -> Candidate:
-        for _ in range(MAX_REPEATS):
-            candidate = self.sampler.draw(task)
-            digest = key_digest(candidate.key)
-            if digest not in self.seen:
-                self.seen.add(digest)
-                self.distinct[task] += 1
-                return candidate
-        raise CapacityError(
-            f"task {task}: the pools ran out of new records after {self.distinct[task]} distinct ones "
-            f"({MAX_REPEATS} draws in a row repeated earlier records); grow {pool_to_grow(self.sampler.pools, task)}"
-        )
-
-    def _reject(self, candidate: Candidate, findings: list[Finding]) -> None:
-        reasons = sorted({f.code for f in findings})
-        sources = _sources(candidate.meta)
-        self.blame.update(f"{source} ({reason})" for source in sources for reason in reasons)
-        self.reasons.update(reasons)
-        self.rejected_total += 1
-        item = {
-            "task": candidate.task,
-            "reasons": reasons,
-            "findings": [f.model_dump(exclude={"index"}, exclude_none=True) for f in findings],
-            "record": candidate.model_record(),
-            "meta": candidate.meta,
-        }
-        if self.keep_rejected:
-            self.rejected.append(item)
-        if self.on_reject is not None:
-            self.on_reject(item)
-
-    def _too_many_rejects_message(self) -> str:
-        worst = ", ".join(f"{item} x{n}" for item, n in self.blame.most_common(5))
-        return (
-            f"the checks rejected {self.rejected_total} candidates, more than allowed for this size; "
-            f"the pool items most often involved: {worst}. Fix those phrases (run lint-pools) and build again"
-        )
-
-
-def _sources(meta: Mapping[str, Any]) -> list[str]:
-    found: list[str] = []
-    for key in ("recommend", "message", "instruction"):
-        if isinstance(meta.get(key), str):
-            found.append(meta[key])
-    for key in ("challenges", "phrases"):
-        found += [s for s in meta.get(key, []) if isinstance(s, str)]
-    return found
-
-
-def _stats(plan: BuildPlan, gate: _Gate) -> dict[str, Any]:
+def _stats(plan: BuildPlan, gate: Gate) -> dict[str, Any]:
     per_task = Counter(plan.order)
     return {
         "records": len(plan.order),

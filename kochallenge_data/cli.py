@@ -6,12 +6,13 @@ Exit codes: 0 success, 1 a user mistake or findings, 2 bad usage or unusable inp
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .commands import add_command, unit_interval
+from .commands import CliParser, add_command, positive_int, unit_interval
 from .errors import KochallengeError
 
 BUILD_EXAMPLE = """example:
@@ -35,7 +36,7 @@ def program_name(argv0: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog=program_name(sys.argv[0]),
         description="Build, check and ship Korean instruction data for the eco-challenge chatbot.",
     )
@@ -84,6 +85,13 @@ def _add_build(commands: Any) -> None:
     build.add_argument("--config", type=Path, help="TOML or JSON file with build options; flags override it")
     build.add_argument("--mix", help="task weights, e.g. base_info=1,free_text=1,feedback=1")
     build.add_argument("--no-diversity", action="store_true", help="skip the diversity statistics")
+    build.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="processes that check records while this one draws them (the same bytes for any number; at most one "
+        "per CPU is started)",
+    )
 
 
 def _add_validate(commands: Any) -> None:
@@ -103,7 +111,7 @@ def _add_validate(commands: Any) -> None:
     validate.add_argument(
         "--task", choices=["base_info", "free_text", "feedback"], help="treat every record as this task"
     )
-    validate.add_argument("--challenges", type=int, default=3, help="expected challenges per recommendation")
+    validate.add_argument("--challenges", type=positive_int, default=3, help="expected challenges per recommendation")
     validate.add_argument(
         "--threshold", type=unit_interval, default=0.8, help="near-duplicate Jaccard threshold, in (0, 1] (default 0.8)"
     )
@@ -114,7 +122,10 @@ def _add_validate(commands: Any) -> None:
         help="run Kiwi's full spacing check on every text (slow); by default a per-word pre-check clears most",
     )
     validate.add_argument(
-        "--workers", type=int, default=1, help="processes that check records (same output for any number)"
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="processes that check records (same output for any number; at most one per CPU is started)",
     )
 
 
@@ -163,7 +174,8 @@ def _run_build(args: argparse.Namespace) -> int:
     config = make_config(values, str(args.config) if args.config else "options")
     if config.out.is_dir():  # `out = "data/"` in a config file follows the --out rule
         config = config.model_copy(update={"out": config.out / DEFAULT_DATASET_NAME})
-    stats, paths = build_to_files(config, config.out, stderr_reporter())
+    workers = min(args.workers, os.cpu_count() or 1)
+    stats, paths = build_to_files(config, config.out, stderr_reporter(), workers=workers)
     print(_build_summary(stats, paths))
     return 0
 
@@ -202,9 +214,9 @@ def _run_validate(args: argparse.Namespace) -> int:
         spacing_precheck=not args.exact_spacing,
     )
     report = ReportWriter(as_json=args.json)
-    result = validate_file(
-        args.file, options, report, fixed_out=args.fix, workers=args.workers, reporter=stderr_reporter()
-    )
+    # More processes than CPUs only load Kiwi more times (100,000 of them would never finish starting).
+    workers = min(args.workers, os.cpu_count() or 1)
+    result = validate_file(args.file, options, report, fixed_out=args.fix, workers=workers, reporter=stderr_reporter())
     report.finish(args.file, result)
     if args.fix:
         print(f"wrote {args.fix}: {result.changes_line()}", file=sys.stderr if args.json else sys.stdout)

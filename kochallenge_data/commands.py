@@ -6,8 +6,9 @@ Every command's help ends with examples (``epilog``), and every handler returns 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -15,6 +16,16 @@ Handler = Callable[[argparse.Namespace], int]
 def help_formatter(prog: str) -> argparse.HelpFormatter:
     """Keep the line breaks of descriptions and examples as written."""
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse with this CLI's error form: one ``Error: ...`` line and exit 2; the usage is one --help away.
+
+    Subcommand parsers inherit the class, so every command of every group reports bad options the same way.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"Error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
 def add_command(
@@ -45,8 +56,8 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number above 0")
     return value
 
 

@@ -7,7 +7,6 @@ challenge titles for feedback), because a particle or a space can be wrong only 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import product
 from pathlib import Path
 
 from .checks.korean import DEFAULT_POLICY, FieldPolicy, describe_span, disallowed_spans
@@ -68,9 +67,10 @@ def collect_texts(pools: Pools) -> list[_Text]:
     texts += [_Text(p.source, p.text, DEFAULT_POLICY["recommend"]) for group in pools.about.values() for p in group]
     for phrases in pools.base_info_sentences.values():
         for phrase in phrases:
-            for location, work_type, category in product(pools.locations, pools.work_types, pools.categories):
-                rendered = render_phrase(phrase.text, location=location, work_type=work_type, category=category.name)
-                texts.append(_Text(phrase.source, rendered, DEFAULT_POLICY["recommend"]))
+            texts += [
+                _Text(phrase.source, render_phrase(phrase.text, **values), DEFAULT_POLICY["recommend"])
+                for values in _base_info_values(pools, phrase_slots(phrase.text))
+            ]
     replies = dict.fromkeys(p for group in pools.free_text_replies.values() for p in group)
     for phrase in replies:
         texts += [
@@ -87,6 +87,24 @@ def collect_texts(pools: Pools) -> list[_Text]:
                 _Text(phrase.source, text, DEFAULT_POLICY["feedback"]) for text in _feedback_renderings(phrase, titles)
             ]
     return texts
+
+
+def _base_info_values(pools: Pools, slots: frozenset[str]) -> list[dict[str, str]]:
+    """Every location, work type and category once, the other slots at their first value.
+
+    A particle or a space depends on the value in its own slot, so this finds what every combination would,
+    in time that grows with the sum of the pool sizes rather than their product.
+    """
+    first = {"location": pools.locations[0], "work_type": pools.work_types[0], "category": pools.categories[0].name}
+    choices = {
+        "location": pools.locations,
+        "work_type": pools.work_types,
+        "category": tuple(c.name for c in pools.categories),
+    }
+    found = [first]
+    for slot in sorted(slots & choices.keys()):
+        found += [{**first, slot: value} for value in choices[slot][1:]]
+    return found
 
 
 def _request_renderings(pools: Pools) -> list[tuple[Source, str]]:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import PoolError, TemplateError
+from .errors import PoolError, TemplateError, where
 from .models import TASKS, Task
 from .pool_files import (
     BASE_INFO_REASON_SLOTS,
@@ -42,6 +42,7 @@ from .pool_files import (
 )
 from .resources import shipped_dir
 from .safe_files import UnsafeFileError, read_user_text
+from .templates import LINE_BREAKS
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -184,6 +185,8 @@ def load_pools(root: Path | str | None = None) -> Pools:
         raise PoolError(f"{root_path}: pools folder not found; pass --pools with a folder of pool files")
     domain_path = root_path / "domain.toml"
     domain = _validate(DomainFile, _read_toml(domain_path, root_path), domain_path)
+    for name in (*domain.locations, *domain.work_types, *(c.name for c in domain.category)):
+        _check_pool_text(name, domain_path, MAX_POOL_NAME, "name")
     _check_unique([c.key for c in domain.category], domain_path, "category key")
     _check_unique([c.name for c in domain.category], domain_path, "category name")
     _check_unique(domain.locations, domain_path, "location")
@@ -288,17 +291,56 @@ def load_pools(root: Path | str | None = None) -> Pools:
     return pools
 
 
+MAX_POOL_TEXT = 500
+"""Characters in one pool string: a phrase is a sentence, and the longest shipped one is about 150."""
+MAX_POOL_NAME = 50
+"""Characters in a location, work type or category name: it fills a slot in every phrase that names it."""
+
+
 def _read_toml(path: Path, root: Path | None = None) -> dict[str, Any]:
-    """A pool file: a regular UTF-8 file whose real location is inside the pools folder."""
+    """A pool file: a regular UTF-8 file whose real location is inside the pools folder, every string in it one
+    line of at most MAX_POOL_TEXT characters."""
     try:
         text = read_user_text(path, inside=root if root is not None else path.parent)
     except UnsafeFileError as exc:
         message = str(exc).replace(": no such file", ": pool file not found")
         raise PoolError(message) from None
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PoolError(f"{path}: invalid TOML: {exc}") from exc
+    for value in _strings(data):
+        _check_pool_text(value, path, MAX_POOL_TEXT, "string")
+    return data
+
+
+def _strings(data: Any) -> Iterable[str]:
+    """Every string in parsed TOML, table keys included."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _check_pool_text(value: str, path: Path, limit: int, what: str) -> None:
+    """A pool string fills one line of a record: no line break (it would split a record's line), not huge."""
+    if any(char in LINE_BREAKS for char in value):
+        first_line = next((part for part in value.splitlines() if part.strip()), "")
+        raise PoolError(
+            f"{where(path, _line_of(path, first_line))}: {what} {value[:60]!r} has a line break; "
+            "a pool string is one line"
+        )
+    if len(value) > limit:
+        raise PoolError(
+            f"{where(path, _line_of(path, value[:200]))}: {what} of {len(value):,} characters ({value[:30]!r}...); "
+            f"the limit is {limit}"
+        )
 
 
 def _validate(model: type[_M], data: dict[str, Any], path: Path) -> _M:

@@ -13,7 +13,15 @@ from pathlib import Path
 from .errors import TemplateError
 from .models import Task
 from .pools import Pools
-from .templates import TEMPLATE_VARIABLES, Template, compiled, default_templates_dir, load_template
+from .templates import (
+    RENDER_FAILURES,
+    TEMPLATE_VARIABLES,
+    Template,
+    compiled,
+    default_templates_dir,
+    describe_render_failure,
+    load_template,
+)
 
 PROMPT_FILE = "prompt.j2"
 EXACT_MARK = "{#- exact -#}"
@@ -33,7 +41,10 @@ class PromptLayout:
 
     def render(self, instruction: str, input: str) -> str:
         """The prompt text: byte for byte for an exact layout, else ending in exactly one newline."""
-        body: str = compiled(self.source).render(instruction=instruction, input=input)
+        try:
+            body: str = compiled(self.source).render(instruction=instruction, input=input)
+        except RENDER_FAILURES as exc:  # a user's prompt.j2 is a program too (export, train and serve render it)
+            raise TemplateError(f"{self.path}: {describe_render_failure(exc)}") from exc
         return body if self.exact else body.rstrip("\n") + "\n"
 
 

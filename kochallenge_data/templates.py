@@ -7,6 +7,7 @@ reported with file and line before anything is generated.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,11 +16,12 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import TemplateError as JinjaTemplateError
-from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import TemplateError
-from .josa import attach_particle
+from .josa import PARTICLE_PAIRS, attach_particle
 from .resources import shipped_dir
+from .safe_files import UnsafeFileError, read_user_text
+from .template_sandbox import BoundedSandbox
 
 # Each template the generator renders, with the variables it provides to it.
 TEMPLATE_VARIABLES: Mapping[str, frozenset[str]] = {
@@ -29,6 +31,12 @@ TEMPLATE_VARIABLES: Mapping[str, frozenset[str]] = {
     "prompt.j2": frozenset({"instruction", "input"}),
 }
 FEEDBACK_LAYOUT_DIR = "feedback"
+# Templates whose text is one line of a record's input: a line break there changes what the record is.
+SINGLE_LINE_TEMPLATES = frozenset({"base_info_input.j2", "free_text_input.j2"})
+MAX_TEMPLATE_BYTES = 64 * 1024
+"""A layout is a few lines; a larger file is not a template a person wrote."""
+# Every way str.splitlines ends a line: a pool phrase is one line of a record.
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 def _josa_filter(word: Any, pair: str) -> str:
@@ -43,22 +51,39 @@ _attach_particle = lru_cache(maxsize=65536)(attach_particle)
 
 
 @lru_cache(maxsize=1)
-def environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+def environment() -> BoundedSandbox:
+    env = BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
     env.filters["josa"] = _josa_filter
     return env
 
 
 def check_phrase_slots(text: str, allowed: frozenset[str], where: str) -> None:
-    """Reject a pool phrase that does not parse or uses a slot its pool does not fill."""
-    env = environment()
+    """Reject a pool phrase that is not one line of plain text with slots, or uses a slot its pool does not fill.
+
+    Phrases are data, not programs: ``{{ slot }}`` and ``{{ slot | josa("을/를") }}`` are all they may use, so
+    a pool file cannot compute, loop or call anything, and every phrase renders on the fast path.
+    """
+    slots = ", ".join(sorted(allowed)) or "none"
+    if any(char in LINE_BREAKS for char in text):
+        raise TemplateError(f"{where}: phrase {text!r} has a line break; a phrase is one line")
     try:
-        parsed = env.parse(text)
+        parsed = environment().parse(text)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"{where}: template syntax error in phrase {text!r}: {exc.message}") from exc
+    parts = simple_parts(text)
+    if parts is None:
+        raise TemplateError(
+            f"{where}: phrase {text!r} is not plain text with slots; a phrase may only use "
+            f'{{{{ slot }}}} and {{{{ slot | josa("을/를") }}}} (slots here: {slots})'
+        )
+    for part in parts:
+        if isinstance(part, Slot) and part.particle is not None and part.particle not in PARTICLE_PAIRS:
+            known = ", ".join(sorted(PARTICLE_PAIRS))
+            raise TemplateError(
+                f"{where}: phrase {text!r} uses unknown particle pair {part.particle!r}; use one of: {known}"
+            )
     unknown = sorted(meta.find_undeclared_variables(parsed) - allowed)
     if unknown:
-        slots = ", ".join(sorted(allowed)) or "none"
         raise TemplateError(f"{where}: phrase {text!r} uses unknown slot(s) {unknown}; available: {slots}")
 
 
@@ -173,16 +198,45 @@ class Template:
     name: str
     path: Path
     source: str
+    single_line: bool = False  # a line of a record's input: a render with a line break is refused
 
     def render(self, **values: Any) -> str:
+        """The rendered text; anything the template does wrong becomes a TemplateError naming its file."""
         fast = render_simple(self.source, values)
-        if fast is not None:
-            return fast
-        try:
-            rendered: str = compiled(self.source).render(**values)
-            return rendered.strip()
-        except JinjaTemplateError as exc:
-            raise TemplateError(f"{self.path}: {exc}") from exc
+        if fast is None:
+            try:
+                fast = str(compiled(self.source).render(**values)).strip()
+            except TemplateError as exc:
+                raise TemplateError(f"{self.path}: {exc}") from exc
+            except RENDER_FAILURES as exc:
+                raise TemplateError(f"{self.path}: {describe_render_failure(exc)}") from exc
+        if self.single_line and any(char in LINE_BREAKS for char in fast):
+            raise TemplateError(f"{self.path}: renders a line break ({fast!r}); this template must render one line")
+        return fast
+
+
+# What a user template can raise while it runs: jinja's own errors (the sandbox's refusals and the limits
+# included), what its expressions do wrong (1/0, a recursive macro, range(10**9), int("x")), and the
+# AssertionError jinja's filters raise for a bad argument (truncate(0)).
+RENDER_FAILURES = (
+    JinjaTemplateError,
+    ArithmeticError,
+    RecursionError,
+    TypeError,
+    ValueError,
+    LookupError,
+    AssertionError,
+)
+
+
+def describe_render_failure(exc: BaseException) -> str:
+    """One line saying what went wrong in a render."""
+    if isinstance(exc, RecursionError):
+        return "recursion too deep (a macro that calls itself?)"
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, JinjaTemplateError):
+        return message
+    return f"{type(exc).__name__}: {message}"
 
 
 @dataclass(frozen=True)
@@ -206,7 +260,11 @@ def default_templates_dir() -> Path:
 
 
 def load_templates(root: Path | str | None = None) -> Templates:
-    """Load and check every template under ``root`` (the shipped templates by default)."""
+    """Load and check every template under ``root`` (the shipped templates by default).
+
+    Only regular files inside ``root`` are read: a symlink that leaves the folder, a FIFO or a folder named
+    like a template is refused with its path.
+    """
     root_path = Path(root) if root is not None else default_templates_dir()
     if not root_path.is_dir():
         raise TemplateError(f"{root_path}: templates folder not found; pass --templates with a folder")
@@ -215,26 +273,33 @@ def load_templates(root: Path | str | None = None) -> Templates:
     if not layout_paths:
         raise TemplateError(f"{layouts_dir}: no feedback layouts (*.j2) found")
     prompt_path = root_path / "prompt.j2"
+
+    def load(path: Path, variables: frozenset[str]) -> Template:
+        return load_template(path, variables, root=root_path)
+
     return Templates(
         root=root_path,
-        base_info_input=load_template(root_path / "base_info_input.j2", TEMPLATE_VARIABLES["base_info_input.j2"]),
-        free_text_input=load_template(root_path / "free_text_input.j2", TEMPLATE_VARIABLES["free_text_input.j2"]),
-        feedback_layouts=tuple(load_template(path, TEMPLATE_VARIABLES["feedback"]) for path in layout_paths),
-        prompt=load_template(prompt_path, TEMPLATE_VARIABLES["prompt.j2"]) if prompt_path.exists() else None,
+        base_info_input=load(root_path / "base_info_input.j2", TEMPLATE_VARIABLES["base_info_input.j2"]),
+        free_text_input=load(root_path / "free_text_input.j2", TEMPLATE_VARIABLES["free_text_input.j2"]),
+        feedback_layouts=tuple(load(path, TEMPLATE_VARIABLES["feedback"]) for path in layout_paths),
+        # lexists: a broken or looping symlink named prompt.j2 is an error, not a missing file.
+        prompt=load(prompt_path, TEMPLATE_VARIABLES["prompt.j2"]) if os.path.lexists(prompt_path) else None,
     )
 
 
-def load_template(path: Path, variables: frozenset[str]) -> Template:
-    """Read one template and check its syntax and variables, naming file and line on error."""
+def load_template(path: Path, variables: frozenset[str], root: Path | None = None) -> Template:
+    """Read one template, check its syntax and variables and compile it, naming file and line on error.
+
+    With ``root``, the file must really be inside that folder (symlinks followed).
+    """
     try:
-        source = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TemplateError(f"{path}: template not found") from None
-    except UnicodeDecodeError as exc:
-        raise TemplateError(f"{path}: not UTF-8 text") from exc
+        source = read_user_text(path, inside=root, limit=MAX_TEMPLATE_BYTES)
+    except UnsafeFileError as exc:
+        raise TemplateError(str(exc).replace(": no such file", ": template not found")) from None
     env = environment()
     try:
         parsed = env.parse(source, name=path.name, filename=str(path))
+        compiled(source)  # the compiler refuses include, import, extends and unknown filters
     except TemplateSyntaxError as exc:
         raise TemplateError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from exc
     unknown = sorted(meta.find_undeclared_variables(parsed) - variables)
@@ -243,7 +308,7 @@ def load_template(path: Path, variables: frozenset[str]) -> Template:
         raise TemplateError(
             f"{path}:{line}: unknown variable(s) {unknown}; this template gets: {', '.join(sorted(variables))}"
         )
-    return Template(name=path.name, path=path, source=source)
+    return Template(name=path.name, path=path, source=source, single_line=path.name in SINGLE_LINE_TEMPLATES)
 
 
 def _first_line_using(source: str, variable: str) -> int:

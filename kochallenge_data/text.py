@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
+from functools import lru_cache
 
 import emoji as emoji_lib
 
@@ -80,8 +81,23 @@ def is_emoji_cluster(cluster: str) -> bool:
     return emoji_lib.is_emoji(cluster) or any(emoji_lib.is_emoji(c) for c in cluster if c not in (ZWJ, VS16))
 
 
+# Runs of characters that can be part of an emoji; of the plain characters, only a keycap's base (1, #, *) can, and it
+# comes right before such a run, so each run is read with the character before it.
+_MAY_BE_EMOJI = re.compile(r"[^\t\n\r\x20-\x7e\uac00-\ud7a3]+")
+
+
 def emoji_in(text: str) -> list[str]:
-    return [item["emoji"] for item in emoji_lib.emoji_list(text)]
+    """The emoji in ``text``, in order: ``emoji.emoji_list`` read only where emoji can be (it walks every
+    character, and Korean text is mostly syllables that never are)."""
+    found: list[str] = []
+    for run in _MAY_BE_EMOJI.finditer(text):
+        found += _emoji_of(text[max(0, run.start() - 1) : run.end()])
+    return found
+
+
+@lru_cache(maxsize=4096)
+def _emoji_of(piece: str) -> tuple[str, ...]:
+    return tuple(item["emoji"] for item in emoji_lib.emoji_list(piece))
 
 
 def trim(text: str, limit: int = FEEDBACK_LIMIT) -> str:

@@ -12,15 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kochallenge_data import build_gate
 from kochallenge_data.build import (
     BuildConfig,
     build_dataset,
     build_to_files,
-    key_digest,
     meta_line,
     split_counts,
     write_build,
 )
+from kochallenge_data.build_gate import key_digest
 from kochallenge_data.build_sink import record_item_bytes
 from kochallenge_data.checks.record import RecordChecker, infer_task
 from kochallenge_data.errors import CapacityError, KochallengeError
@@ -260,6 +261,30 @@ def test_building_to_files_gives_the_same_bytes_as_the_in_memory_build(tmp_path:
         assert written[kind].read_bytes() == path.read_bytes(), kind
     assert stats["rejected_total"] == in_memory.stats["rejected_total"]
     assert sorted(p.name for p in (tmp_path / "files").iterdir()) == sorted(p.name for p in expected.values())
+
+
+def test_worker_processes_give_the_same_bytes_as_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small batches put many in flight at once, and the low threshold sends slots back to be drawn again while
+    later batches are still being checked: the files must not change."""
+    monkeypatch.setattr(build_gate, "BATCH", 16)
+    config = small_config(tmp_path, size=400, seed=5, pools=None, near_duplicate_threshold=0.7, diversity=False)
+    one = build_to_files(config, tmp_path / "one" / "data.json", workers=1)
+    two = build_to_files(config, tmp_path / "two" / "data.json", workers=2)
+    assert one[0]["rejected_total"] > 0, "the comparison needs slots that were drawn again"
+    for kind, path in one[1].items():
+        assert two[1][kind].read_bytes() == path.read_bytes(), kind
+
+
+def test_a_pool_exhausted_under_workers_is_the_same_clear_error(tmp_path: Path) -> None:
+    config = small_config(tmp_path, size=60, mix={"base_info": 1.0, "free_text": 0.0, "feedback": 0.0})
+    limit = capacity(load_pools(FIXTURE_POOLS), "base_info")
+    config = config.model_copy(update={"size": limit})
+    for workers in (1, 2):
+        out = tmp_path / str(workers) / "data.json"
+        with pytest.raises(KochallengeError) as raised:
+            build_to_files(config.model_copy(update={"near_duplicate_threshold": 0.05}), out, workers=workers)
+        assert "rejected" in str(raised.value) or "ran out" in str(raised.value)
+        assert not out.exists()
 
 
 records_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)

@@ -2,10 +2,18 @@ from __future__ import annotations
 
 import unicodedata
 
-from hypothesis import given
+import emoji as emoji_lib
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kochallenge_data.text import broken_sequences, cluster_boundaries, escape_artifacts, grapheme_clusters, trim
+from kochallenge_data.text import (
+    broken_sequences,
+    cluster_boundaries,
+    emoji_in,
+    escape_artifacts,
+    grapheme_clusters,
+    trim,
+)
 
 from .strategies import EMOJI, korean_sentences, mixed_text
 
@@ -68,3 +76,37 @@ def test_escape_artifacts_are_found() -> None:
 @given(korean_sentences)
 def test_clean_korean_with_whole_emoji_is_never_broken(text: str) -> None:
     assert broken_sequences(text) == []
+
+
+EMOJI_PARTS = [
+    "가",
+    "나",
+    " ",
+    "1",
+    "#",
+    "*",
+    "a",
+    "\n",
+    "\u200d",
+    "\ufe0f",
+    "\u20e3",
+    "🌱",
+    "👍",
+    "🏽",
+    "🇰",
+    "🇷",
+    "©",
+    "❤",
+]
+emoji_like = st.text(
+    st.one_of(
+        st.sampled_from([*EMOJI_PARTS, "♻", "ㆍ", "·"]), st.characters(codec="utf-8", exclude_categories=("Cs",))
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300)
+@given(emoji_like)
+def test_emoji_in_finds_what_the_emoji_library_finds_in_the_whole_text(text: str) -> None:
+    assert emoji_in(text) == [item["emoji"] for item in emoji_lib.emoji_list(text)]
