@@ -5,17 +5,17 @@ shape, and leaves a README beside the data that states the format, what a traine
 with its default settings, and the prompt layout the model must be trained and served with,
 rendered for a real record.
 
-A folder holds one export: ``export`` refuses a folder that is not empty, and ``--force`` removes
-only the files the previous export listed in its ``.export.json`` (never anything else), so
-``load_dataset(folder)`` and every trainer see exactly one format.
+A folder holds one export: ``export`` refuses a folder that is not empty, and ``--force`` replaces
+a folder only when it holds nothing but the files the previous export listed in its ``.export.json``,
+so ``load_dataset(folder)`` and every trainer see exactly one format. The export is written into a
+staging folder beside ``--out`` and swapped in whole: a run killed at any moment leaves the previous
+export or the new one, never a mix, and the next run removes what the killed one left.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,7 +29,7 @@ from .progress import SILENT, Reporter
 from .prompt import PromptLayout, load_prompt_layout
 from .report import LICENSE_FILE, LICENSE_PLACEHOLDER, CardSplit, arrow_string_bytes, card_metadata, yaml_header
 from .split import DEFAULT_SEED, DEFAULT_VAL_RATIO, GroupBy, Source, Split, split_rows, split_source
-from .writer import json_bytes, jsonl_bytes, write_atomic
+from .writer import json_bytes, jsonl_bytes, remove_stale_staging, staged_folder, write_atomic
 
 FORMATS: tuple[str, ...] = (
     "alpaca",
@@ -191,7 +191,7 @@ def _some(paths: Sequence[str], shown: int = 5) -> str:
 
 
 def previous_export_files(out: Path, force: bool) -> list[str]:
-    """Check ``--out`` before anything is written; the files of a previous export ``--force`` will remove."""
+    """Check ``--out`` before anything is written; the files of a previous export ``--force`` will replace."""
     if out.exists() and not out.is_dir():
         raise KochallengeError(f"--out {out}: this is a file; give a folder for the export")
     # The top level is enough to refuse; the folder is walked only when it holds a previous export.
@@ -219,20 +219,8 @@ def previous_export_files(out: Path, force: bool) -> list[str]:
     return present
 
 
-def remove_files(out: Path, paths: Sequence[str]) -> None:
-    """Remove ``paths`` (relative to ``out``), then the folders they leave empty; nothing else."""
-    folders: set[Path] = set()
-    for relative in paths:
-        path = out / relative
-        path.unlink(missing_ok=True)
-        folders.update(parent for parent in path.parents if out in parent.parents)
-    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
-        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
-            folder.rmdir()
-
-
 def write_export_manifest(out: Path, fmt: str, files: Sequence[str], complete: bool) -> None:
-    """Written before the data (so an interrupted export can still be replaced) and again when done."""
+    """The ownership marker ``--force`` reads; written last, in the staging folder, so always complete."""
     from . import __version__
 
     manifest = {
@@ -271,10 +259,12 @@ def export_dataset(
 ) -> ExportResult:
     """Split ``source`` and write it to ``out`` in format ``fmt``, with a README and ``split.json``.
 
-    ``out`` must be empty or new; with ``force`` a previous export there is replaced (see the module).
+    ``out`` must be empty or new; with ``force`` a folder holding only a previous export is replaced whole
+    (see the module).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--to: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    remove_stale_staging(out, "export")  # first: a killed swap's old folder is put back before the check
     previous = previous_export_files(out, force)
     if fmt == "hf":
         require_datasets()
@@ -286,21 +276,22 @@ def export_dataset(
     sides = {name: [source.records[i] for i in indices] for name, indices in rows.items()}
     tasks: Tasks = {name: [str(source.tasks[i]) for i in indices] for name, indices in rows.items()}
     owned = export_files(fmt, list(sides))
-    with reporter.step(f"export: writing {fmt}", total=len(source.records)) as step:
-        remove_files(out, previous)
-        write_export_manifest(out, fmt, owned, complete=False)
-        files = _WRITERS[fmt](sides, tasks, out, layout)
+    counts = {name: len(records) for name, records in sides.items()}
+    step_name = f"export: writing {fmt}"
+    with reporter.step(step_name, total=len(source.records)) as step, staged_folder(out, "export") as staging:
+        files = _WRITERS[fmt](sides, tasks, staging, layout)
         step.advance(len(source.records))
-        counts = {name: len(records) for name, records in sides.items()}
         first = next(iter(sides.values()))[0]
-        readme = export_readme(
-            fmt, files, counts, layout, first, split.report, out, _readme_header(fmt, sides, tasks, out)
-        )
-        write_atomic(out / "split.json", json_bytes(split.report))
-        write_atomic(out / "README.md", readme.encode("utf-8"))
-        files += [out / "README.md", out / "split.json"]
-        write_export_manifest(out, fmt, owned, complete=True)
-    return ExportResult(out, fmt, files, counts, split, replaced=len(previous))
+        header = _readme_header(fmt, sides, tasks, staging)
+        readme = export_readme(fmt, files, counts, layout, first, split.report, staging, header)
+        write_atomic(staging / "split.json", json_bytes(split.report))
+        write_atomic(staging / "README.md", readme.encode("utf-8"))
+        files += [staging / "README.md", staging / "split.json"]
+        write_export_manifest(staging, fmt, owned, complete=True)
+        # Checked again just before the swap: a file put into --out meanwhile must not vanish with it.
+        previous = previous_export_files(out, force)
+    written = [out / path.relative_to(staging) for path in files]
+    return ExportResult(out, fmt, written, counts, split, replaced=len(previous))
 
 
 def _write_rows(sides: Sides, out: Path, fmt: str, make_row: Callable[[Mapping[str, str]], Row]) -> list[Path]:
@@ -410,7 +401,8 @@ def _write_hf(sides: Sides, tasks: Tasks, out: Path, layout: PromptLayout) -> li
             for name, records in sides.items()
         }
     )
-    files = [_save_to_disk_atomic(dataset_dict, out / "dataset")]
+    dataset_dict.save_to_disk(str(out / "dataset"))
+    files = [out / "dataset"]
     for name, dataset in dataset_dict.items():
         buffer = io.BytesIO()
         dataset.to_parquet(buffer)
@@ -419,24 +411,6 @@ def _write_hf(sides: Sides, tasks: Tasks, out: Path, layout: PromptLayout) -> li
         files.append(path)
     write_atomic(out / LICENSE_FILE, LICENSE_PLACEHOLDER.encode("utf-8"))
     return [*files, out / LICENSE_FILE]
-
-
-def _save_to_disk_atomic(dataset_dict: Any, target: Path) -> Path:
-    """``save_to_disk`` into a temp folder beside ``target``, then swap it in with renames."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    old = target.with_name(f".{target.name}.old")
-    try:
-        dataset_dict.save_to_disk(str(temp))
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(temp, target)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 _WRITERS: dict[str, Writer] = {
@@ -648,7 +622,7 @@ def export_readme(
             "",
             listed,
             "",
-            f"`{EXPORT_MANIFEST}` lists them: `export --force` into this folder removes these and nothing else.",
+            f"`{EXPORT_MANIFEST}` lists them: `export --force` replaces this folder only while it holds nothing else.",
             "",
             "## Load it",
             "",

@@ -4,6 +4,10 @@ A random split of synthetic data puts the same pool sentence, user message or in
 phrasing on both sides, so validation loss only shows the model remembers them. Grouping keeps
 every record of one template or pool item on one side, stratified by task so each task keeps its
 share, and a near-duplicate guard makes sure no validation record is (nearly) a training record.
+
+A folder holds one split, written into a staging folder beside it and swapped in whole, so a run
+killed at any moment leaves the previous split or the new one: never a new ``train.json`` beside an
+old ``train.meta.jsonl`` that would pass for its metadata.
 """
 
 from __future__ import annotations
@@ -19,17 +23,29 @@ import orjson
 
 from .checks.dedup import DEFAULT_THRESHOLD, DuplicateIndex
 from .checks.record import check_fields, infer_task
-from .errors import ConfigError, InputFileError
+from .errors import ConfigError, InputFileError, KochallengeError
 from .models import TASKS, Task
 from .progress import SILENT, Reporter, Step
 from .validate import read_dataset
-from .writer import dataset_bytes, json_bytes, jsonl_bytes, sha256_bytes, sidecar, write_atomic
+from .writer import (
+    TEMP_SUFFIX,
+    dataset_bytes,
+    json_bytes,
+    jsonl_bytes,
+    sha256_bytes,
+    sidecar,
+    staged_folder,
+    write_atomic,
+)
 
 GroupBy = Literal["none", "template", "item"]
 GROUP_BY_CHOICES: tuple[str, ...] = get_args(GroupBy)
 DEFAULT_VAL_RATIO = 0.1
 DEFAULT_SEED = 42
 SPLIT_NAMES = ("train", "validation")
+SPLIT_REPORT = "split.json"
+# Everything a split writes; a folder holding anything else is refused, since the split replaces the folder.
+SPLIT_FILES = (*(f"{n}{ext}" for n in SPLIT_NAMES for ext in (".json", ".meta.jsonl")), SPLIT_REPORT)
 # The pool item that carries each task's phrasing: the recommend sentence for base_info, the user's
 # message for free_text (its input), the instruction phrasing for feedback (its input is random JSON).
 ITEM_SOURCE: Mapping[Task, str] = {"base_info": "recommend", "free_text": "message", "feedback": "instruction"}
@@ -341,29 +357,45 @@ def split_meta(source: Source, indices: Sequence[int]) -> list[dict[str, Any]] |
     return [dict(source.meta[old], index=new, source_index=old) for new, old in enumerate(indices)]
 
 
+def is_split_file(name: str) -> bool:
+    """A file a split writes, or the temp file an interrupted atomic write of one left (``.train.json.<pid>.*.tmp``)."""
+    return name in SPLIT_FILES or any(name.startswith(f".{own}.") and name.endswith(TEMP_SUFFIX) for own in SPLIT_FILES)
+
+
+def check_split_folder(out: Path) -> None:
+    """``--out`` is new, empty, or holds only a previous split's files, which the split replaces whole."""
+    if out.exists() and not out.is_dir():
+        raise KochallengeError(f"--out {out}: this is a file; give a folder for the split")
+    foreign = sorted(entry.name for entry in out.iterdir() if not is_split_file(entry.name)) if out.is_dir() else []
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise KochallengeError(
+            f"--out {out}: holds files a split does not write ({shown}); the split replaces the whole folder, "
+            "so move them or pick an empty or new folder"
+        )
+
+
 def write_split(source: Source, split: Split, out: Path, reporter: Reporter = SILENT) -> dict[str, Path]:
-    """``train.json`` and ``validation.json`` (alpaca arrays), their metadata sidecars, and ``split.json``."""
-    paths: dict[str, Path] = {}
+    """``train.json`` and ``validation.json`` (alpaca arrays), their metadata sidecars, and ``split.json``.
+
+    ``out`` ends holding exactly these files (see :func:`check_split_folder` for what it may hold before).
+    """
+    check_split_folder(out)
     rows = split_rows(split)
-    with reporter.step("split: writing", total=len(source.records)) as step:
-        for name in SPLIT_NAMES:
-            path = out / f"{name}.json"
-            meta_path = sidecar(path, "meta.jsonl")
-            if name not in rows:  # leave no file from an earlier split that could pass for this one's
-                path.unlink(missing_ok=True)
-                meta_path.unlink(missing_ok=True)
-                continue
-            meta = split_meta(source, rows[name])
-            if meta is None:
-                meta_path.unlink(missing_ok=True)
-            else:
-                write_atomic(meta_path, jsonl_bytes(meta))
-            write_atomic(path, dataset_bytes(source.records[i] for i in rows[name]))
-            paths[name] = path
-            step.advance(len(rows[name]))
-        paths["report"] = out / "split.json"
-        write_atomic(paths["report"], json_bytes(split.report))
-    return paths
+    written: dict[str, str] = {}
+    with reporter.step("split: writing", total=len(source.records)) as step, staged_folder(out, "split") as staging:
+        for name, indices in rows.items():
+            path = staging / f"{name}.json"
+            meta = split_meta(source, indices)
+            if meta is not None:
+                write_atomic(sidecar(path, "meta.jsonl"), jsonl_bytes(meta))
+            write_atomic(path, dataset_bytes(source.records[i] for i in indices))
+            written[name] = path.name
+            step.advance(len(indices))
+        write_atomic(staging / SPLIT_REPORT, json_bytes(split.report))
+        written["report"] = SPLIT_REPORT
+        check_split_folder(out)  # again just before the swap: a file put there meanwhile must not vanish
+    return {key: out / name for key, name in written.items()}
 
 
 def describe_split(report: Mapping[str, Any]) -> str:

@@ -23,7 +23,10 @@ DEFAULT_SEED = 42
 
 SPLIT_EXAMPLE = """example:
   python -m kochallenge_data split multitask_dataset_v2.json --out splits/ --val-ratio 0.1 --group-by item
-  python -m kochallenge_data split old_dataset.json --out splits/ --seed 7"""
+  python -m kochallenge_data split old_dataset.json --out splits/ --seed 7
+
+--out holds one split: a new or empty folder, or one holding only an earlier split's files, which the
+new split replaces whole (a folder with other files is refused)."""
 
 EXPORT_EXAMPLE = """example:
   python -m kochallenge_data export multitask_dataset_v2.json --to conversational --out trl_chat/
@@ -45,7 +48,9 @@ formats (what TRL's or LLaMA-Factory's default settings train on, in brackets):
   hf                 a datasets DatasetDict (save_to_disk) plus Parquet and a dataset card; needs the hf extra
 
 --out must be an empty or new folder: a folder holds one export. --force replaces the export already
-there, removing only the files it listed in its .export.json; a folder with other files is refused."""
+there, whole, when the folder holds only the files its .export.json lists; a folder with other files is
+refused. The export is written beside --out and swapped in, so a killed run leaves the old export or
+the new one, never a mix."""
 
 REPORT_EXAMPLE = """example:
   python -m kochallenge_data report multitask_dataset_v2.json --out card/
@@ -151,7 +156,7 @@ def _add_export(subparsers: Any) -> None:
     parser.add_argument("--to", required=True, choices=FORMATS, metavar="FORMAT", help=", ".join(FORMATS))
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="empty or new folder to write")
     parser.add_argument(
-        "--force", action="store_true", help="replace the previous export in --out (only the files it wrote)"
+        "--force", action="store_true", help="replace the previous export in --out (refused if anything else is there)"
     )
     parser.add_argument(
         "--prompt-template", type=Path, metavar="FILE", help="prompt layout (default: templates/prompt.j2)"
@@ -221,9 +226,10 @@ def _add_audit(subparsers: Any) -> None:
 
 def run_split(args: argparse.Namespace) -> int:
     from .progress import stderr_reporter
-    from .split import describe_split, read_source, split_source, write_split
+    from .split import check_split_folder, describe_split, read_source, split_source, write_split
 
     reporter = stderr_reporter()
+    check_split_folder(args.out)  # before the work, so a refused folder costs nothing
     source = read_source(args.file)
     split = split_source(source, args.val_ratio, args.seed, args.group_by, args.threshold, reporter=reporter)
     paths = write_split(source, split, args.out, reporter=reporter)

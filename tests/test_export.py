@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -300,6 +301,7 @@ def test_exporting_into_a_used_folder_needs_force_and_then_leaves_one_format(sou
     # Before: train.jsonl and train.json side by side, and load_dataset read both (twice the rows).
     assert sorted(snapshot(out)) == sorted([*export_files("alpaca", ["train", "validation"]), EXPORT_MANIFEST])
     assert load_folder(out, tmp_path / "cache") == expected_rows(source, "alpaca")
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == ["out"], "no staging folder left beside"
 
 
 def test_force_replaces_an_hf_export_folder_and_all(source: Source, tmp_path: Path) -> None:
@@ -320,6 +322,7 @@ def test_force_never_removes_a_file_no_export_wrote(source: Source, tmp_path: Pa
     with pytest.raises(KochallengeError, match=r"no export wrote \(notes.txt\)"):
         export(source, "alpaca", out, force=True)
     assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "refused before a staging folder was made"
 
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -339,6 +342,17 @@ def test_a_manifest_pointing_outside_the_folder_removes_nothing(source: Source, 
     with pytest.raises(KochallengeError, match="paths inside the folder"):
         export(source, "alpaca", out, force=True)
     assert victim.read_text(encoding="utf-8") == "keep" and snapshot(out) == before
+
+
+def test_the_export_folder_and_its_files_follow_the_umask(source: Source, tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        export(source, "jsonl", tmp_path / "out")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
+    for path in (tmp_path / "out").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o640, path
 
 
 def test_out_that_is_a_file_is_refused(source: Source, tmp_path: Path) -> None:

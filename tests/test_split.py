@@ -7,9 +7,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from kochallenge_data.errors import ConfigError, InputFileError
+from kochallenge_data.errors import ConfigError, InputFileError, KochallengeError
 from kochallenge_data.split import (
     GROUP_BY_CHOICES,
+    SPLIT_FILES,
     NearDuplicateGuard,
     choose_validation_groups,
     group_keys,
@@ -221,6 +222,27 @@ def test_a_zero_ratio_keeps_everything_in_train_and_removes_an_old_validation(
     assert "validation" not in paths
     assert sorted(p.name for p in tmp_path.iterdir()) == ["split.json", "train.json", "train.meta.jsonl"]
     assert len(load_records(paths["train"])) == len(source.records)
+
+
+def test_a_split_replaces_a_previous_split_whole_and_refuses_a_folder_with_other_files(
+    sample_dataset: Path, tmp_path: Path
+) -> None:
+    source = read_source(sample_dataset)
+    out = tmp_path / "out"
+    write_split(source, split_source(source, 0.2, 1, "item"), out)
+    (out / ".train.json.999999999.ab12.tmp").write_bytes(b"half")  # what an older, killed version left
+    write_split(source, split_source(source, 0.2, 2, "item"), out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(SPLIT_FILES)
+    assert orjson.loads((out / "split.json").read_bytes())["seed"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["out"], "no staging folder is left beside it"
+
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(KochallengeError, match=r"holds files a split does not write \(notes.txt\)"):
+        write_split(source, split_source(source, 0.2, 3, "item"), out)
+    code, _, err = run_in_process("split", str(sample_dataset), "--out", str(out))
+    assert code == 1 and err.startswith(f"Error: --out {out}: holds files") and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_group_choice_approaches_the_target_and_keeps_both_sides() -> None:
