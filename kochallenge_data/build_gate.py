@@ -245,7 +245,12 @@ def _duplicate_findings(slot: int, hit: tuple[str, int, float] | None) -> list[F
     if hit is None:
         return []
     kind, other, similarity = hit
-    return [Finding(index=slot, field="output", code=kind, message=f"like record {other} ({similarity:.2f})")]
+    message = (
+        f"the same as record {other}"
+        if kind == "duplicate"
+        else f"nearly the same as record {other} (similarity {similarity:.2f})"
+    )
+    return [Finding(index=slot, field="output", code=kind, message=message)]
 
 
 def _sources(meta: dict[str, Any]) -> list[str]:

@@ -24,7 +24,7 @@ from typing import IO, Any, BinaryIO, TextIO
 import numpy as np
 import orjson
 
-from .checks.codes import CODES
+from .checks.codes import CODES, INFO
 from .checks.dedup import (
     DEFAULT_THRESHOLD,
     DuplicateIndex,
@@ -519,7 +519,9 @@ class _Tally:
             if hit is not None:
                 kind, other, similarity = hit
                 message = (
-                    f"same as record {other}" if kind == "duplicate" else f"like record {other} ({similarity:.2f})"
+                    f"the same as record {other}"
+                    if kind == "duplicate"
+                    else f"nearly the same as record {other} (similarity {similarity:.2f})"
                 )
                 findings[k] = [*findings[k], Finding(index=batch.first + k, field="output", code=kind, message=message)]
                 dropped.add(k)
@@ -719,4 +721,7 @@ class ReportWriter:
             print(f"  ... {self.count - self.limit} more (use --json for all)", file=out)
         for code, count in sorted(result.summary.items()):
             print(f"  {code:<22} {count:>6}  {CODES.get(code, '')}", file=out)
-        print(f"  info: {result.info}", file=out)
+        tasks = ", ".join(f"{task} {count}" for task, count in sorted(result.tasks.items())) or "none"
+        print(f"  tasks: {tasks}  ({INFO['tasks']})", file=out)
+        varied = "same_input_different_output"
+        print(f"  {varied}: {result.same_input_different_output}  ({INFO[varied]})", file=out)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+import orjson
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kochallenge_data.checks.korean import DEFAULT_POLICY, disallowed_spans
-from kochallenge_data.checks.record import RecordChecker
+from kochallenge_data.checks.record import RecordChecker, weekly_record_problem
 from kochallenge_data.formats import format_recommendation, recommendation_to_json
-from kochallenge_data.models import Challenge, Recommendation
+from kochallenge_data.models import Challenge, Recommendation, WeeklyRecord
 
 from .strategies import EMOJI, words
 
@@ -81,7 +82,6 @@ def test_feedback_allows_digits_and_emoji_but_not_past_100(phrase: str, emoji: s
 
 
 # The speed-only helpers in checks/record.py must give exactly what the functions they stand for give.
-from hypothesis import settings  # noqa: E402
 
 from kochallenge_data.checks.record import by_words, has_emoji  # noqa: E402
 from kochallenge_data.text import broken_sequences, emoji_in  # noqa: E402
@@ -106,3 +106,24 @@ def test_word_by_word_span_finders_match_the_whole_text_walk(text: str) -> None:
 @given(st.one_of(spaced_mixed_text, st.lists(st.sampled_from([*EMOJI, *INVISIBLE, "가", " ", "1", "#"])).map("".join)))
 def test_has_emoji_matches_the_emoji_library(text: str) -> None:
     assert has_emoji(text) == bool(emoji_in(text))
+
+
+WEEK_KEYS = ["memberId", "personalChallenges", "groupChallenges", "id", "title", "isSuccess"]
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(WEEK_KEYS), inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150)
+@given(_json_values)
+def test_a_bad_feedback_input_is_always_a_sentence_naming_its_place(value: object) -> None:
+    """Whatever the input holds, bad_input says where in it and what is wrong in plain words."""
+    text = orjson.dumps(value).decode()
+    problem = weekly_record_problem(text)
+    if problem is None:
+        WeeklyRecord.model_validate_json(text)  # only a real weekly record passes
+        return
+    assert not any(words in problem for words in ("Input should", "Field required", "Extra inputs", " : "))
+    assert problem.startswith(("the ", "memberId", "personalChallenges", "groupChallenges", "id", "title")), problem

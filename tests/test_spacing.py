@@ -6,9 +6,19 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kochallenge_data.checks import spacing as spacing_module
-from kochallenge_data.checks.spacing import LruCache, SpacingChecker, _Segment, _segments
+from kochallenge_data.checks.spacing import (
+    LruCache,
+    SpacingChecker,
+    SpacingResult,
+    _Segment,
+    _segments,
+    _with_spaces_at,
+)
+from kochallenge_data.pools import default_pools_dir
+from kochallenge_data.spacing_allowlist import load_allowlist
 from kochallenge_data.text import ZERO_WIDTH, ZWJ, grapheme_clusters, is_emoji_cluster
 
 from .strategies import mixed_text
@@ -183,3 +193,56 @@ def test_middle_dots_and_brackets_in_formal_text_are_not_flagged(sentence: str) 
 
 def test_a_space_missing_next_to_a_middle_dot_list_is_still_caught() -> None:
     assert not SpacingChecker().check("체포·구속·압수또는수색을당하지아니한다.").ok
+
+
+# Long glued runs (module docstring, 3.): short casual lines that Kiwi's space() leaves glued, or glues
+# where the tags before the space are not particles or endings. Written for this test, not taken from
+# the held-out registers.
+GLUED_CASUAL = [
+    ("이따가전화할게.", "이따가 전화할게."),  # adverb before a predicate
+    ("드디어금요일이다!🎉", "드디어 금요일이다!🎉"),
+    ("조심히들어가세요.", "조심히 들어가세요."),  # adverb before a verb
+    ("우리내일영화보러갈래?", "우리 내일 영화 보러 갈래?"),  # pronoun, and -러 before a verb
+    ("진짜먹고싶었어요", "진짜 먹고 싶었어요"),  # -고 before an auxiliary is always spaced
+]
+LONG_CORRECT_WORDS = [
+    "계속근로기간에 포함된다.",  # an adverb-looking noun heads a legal term: no predicate after it
+    "새송이버섯을 구워 보세요.",  # a determiner-looking syllable inside a noun, once only
+    "뒹굴뒹굴하면서도 할 수 있어요.",  # -하다 after an adverb makes one verb
+    "팀장님, 보고서 검토 부탁드립니다.",  # -드리다 after a noun
+    "같은 영상을 매번 스트리밍할까요?",
+    "업사이클은 새활용이라고도 해요.",
+    "재미있더라고요.",
+    "잘생겼더라고요.",  # allowlisted: an adverb-led compound verb
+]
+
+
+@pytest.mark.parametrize("precheck", [False, True])
+@pytest.mark.parametrize(("glued", "fixed"), GLUED_CASUAL)
+def test_long_glued_casual_lines_are_flagged_and_fixed(glued: str, fixed: str, precheck: bool) -> None:
+    result = SpacingChecker(precheck=precheck).check(glued)
+    assert result.fixed() == fixed
+    assert result.suggestion == fixed  # the suggestion carries the breaks space() did not insert
+
+
+@pytest.mark.parametrize("precheck", [False, True])
+@pytest.mark.parametrize("sentence", LONG_CORRECT_WORDS)
+def test_long_correct_words_are_not_split(sentence: str, precheck: bool) -> None:
+    checker = SpacingChecker(load_allowlist(default_pools_dir()), precheck=precheck)
+    assert checker.check(sentence).ok, checker.check(sentence).suggestion
+
+
+def test_short_glued_words_are_left_to_kiwis_spacing() -> None:
+    """Under GLUED_RUN syllables an adverb or determiner is as often part of one word (새해, 함께해요)."""
+    assert SpacingChecker().check("함께해요 새해에는").ok
+    assert SpacingChecker().check("오래가요.").ok
+
+
+@settings(max_examples=200)
+@given(st.text(alphabet="가나다 \n라🎉", max_size=30), st.data())
+def test_spaces_added_to_a_suggestion_are_the_fixed_text(text: str, data: st.DataObject) -> None:
+    """With nothing from Kiwi, adding spaces at offsets between two non-space characters is ``fixed()``."""
+    inside = [o for o in range(1, len(text)) if not text[o - 1].isspace() and not text[o].isspace()]
+    offsets = sorted(data.draw(st.sets(st.sampled_from(inside))) if inside else [])
+    assert _with_spaces_at(text, text, offsets) == SpacingResult(text, tuple(offsets), text).fixed()
+    assert _with_spaces_at(text, text, []) == text

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from kochallenge_data import validate
 from kochallenge_data.build import BuildConfig, build_dataset, write_build
+from kochallenge_data.checks.codes import CODES, INFO
 from kochallenge_data.errors import InputFileError
 from kochallenge_data.validate import ReportWriter, ValidateOptions, read_dataset, validate_records
 
@@ -294,7 +295,8 @@ def test_progress_counts_the_whole_file(tmp_path: Path) -> None:
 def test_workers_must_be_positive(tmp_path: Path) -> None:
     path, _ = defect_file(tmp_path, copies=1)
     result = run_cli("validate", str(path), "--workers", "0", cwd=tmp_path)
-    assert result.returncode == 1 and "--workers must be at least 1" in result.stderr
+    assert result.returncode == 2  # bad usage
+    assert "--workers: 0 must be positive" in result.stderr and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
 
 
@@ -304,3 +306,55 @@ def test_the_command_with_workers_prints_the_same_report(tmp_path: Path) -> None
     two = run_cli("validate", str(path), "--json", "--workers", "2", cwd=tmp_path)
     assert one.returncode == two.returncode == 1
     assert one.stdout == two.stdout and orjson.loads(one.stdout)["summary"]["duplicate"] >= 1
+
+
+# Inputs of a feedback file that are not weekly records, and the place each message must name.
+BAD_WEEKS: list[tuple[str, str]] = [
+    ("도시, 사무직, 비건", "the input is not JSON"),
+    ('{"memberId": 1, ', "the input is not JSON"),
+    ("[1, 2]", "the input is [1,2], not an object"),
+    (WEEK.replace('"memberId":1', '"memberId":"abc"'), 'memberId is "abc", not a whole number'),
+    (WEEK.replace(',"groupChallenges":[]', ""), "the weekly record has no groupChallenges"),
+    (WEEK.replace('"isSuccess":true', '"done":true'), "personalChallenges[0] has no isSuccess"),
+    (WEEK.replace('"groupChallenges":[]', '"groupChallenges":[],"extra":1'), 'unknown field "extra"'),
+    (WEEK.replace('"groupChallenges":[]', '"groupChallenges":"none"'), 'groupChallenges is "none", not a list'),
+]
+PYDANTIC_WORDS = ("Input should", "Field required", "Invalid JSON", "Extra inputs", "weekly record :")
+
+
+def test_bad_feedback_inputs_are_explained_in_sentences(tmp_path: Path) -> None:
+    records = [rec(week, f"손수건 쓰기를 해냈네요! 🎉 {n}번째 기록") for n, (week, _) in enumerate(BAD_WEEKS)]
+    path = tmp_path / "feedback.json"
+    path.write_bytes(orjson.dumps(records))
+    result = run_cli("validate", str(path), "--task", "feedback", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = [line for line in result.stdout.splitlines() if " bad_input: " in line]
+    assert len(lines) == len(BAD_WEEKS)
+    for index, ((_, expected), line) in enumerate(zip(BAD_WEEKS, lines, strict=True)):
+        assert line.startswith(f"  #{index} input bad_input: ") and expected in line, line
+        assert not any(words in line for words in PYDANTIC_WORDS), line
+
+
+def test_field_types_are_named_in_json_words() -> None:
+    report = validate_records([{"instruction": 1, "input": None, "output": []}, ["not", "a", "record"]])
+    messages = {(f.index, f.field): f.message for f in report.findings}
+    assert messages[(0, "instruction")] == "instruction is a number, not a string"
+    assert messages[(0, "input")] == "input is null, not a string"
+    assert messages[(0, "output")] == "output is a list, not a string"
+    assert messages[(1, "record")].startswith("the record is a list, not an object")
+
+
+def test_the_summary_explains_every_code_and_count_it_prints(tmp_path: Path) -> None:
+    path, _ = defect_file(tmp_path, copies=2)
+    result = run_cli("validate", str(path), cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    findings = ("  #", "   ", "  ... ")  # findings, their suggestions, and the "more" line
+    counted = [line.split() for line in lines if line.startswith("  ") and not line.startswith(findings)]
+    codes = {words[0] for words in counted if words[0] in CODES}
+    assert codes >= {"json_output", "spacing", "near_duplicate", "duplicate"}
+    for words in counted:
+        name = words[0].rstrip(":")
+        explanation = CODES.get(name) or INFO[name]  # a KeyError is a count printed without its words
+        assert explanation in " ".join(lines)
+    assert any(line.startswith("  same_input_different_output: ") for line in lines)
+    assert "info: {" not in result.stdout

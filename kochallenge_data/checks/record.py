@@ -43,16 +43,85 @@ def infer_task(record: Mapping[str, Any]) -> Task:
 def check_fields(index: int, record: Any) -> list[Finding]:
     """Presence and type of the three fields; the other checks need them."""
     if not isinstance(record, Mapping):
-        return [Finding(index=index, field="record", code="missing_field", message="record is not an object")]
+        message = f"the record is {json_kind(record)}, not an object with instruction, input and output"
+        return [Finding(index=index, field="record", code="missing_field", message=message)]
     findings = []
     for name in FIELDS:
         value = record.get(name)
         if not isinstance(value, str):
-            what = "missing" if name not in record else f"a {type(value).__name__}, not a string"
+            what = "missing" if name not in record else f"{json_kind(value)}, not a string"
             findings.append(Finding(index=index, field=name, code="missing_field", message=f"{name} is {what}"))
         elif not value.strip():
             findings.append(Finding(index=index, field=name, code="empty_field", message=f"{name} is empty"))
     return findings
+
+
+def json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in JSON's words (a person reading a report knows no Python types)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+_FEEDBACK_INPUT = (
+    'a feedback input is a weekly record: {"memberId": 1, "personalChallenges": [...], "groupChallenges": [...]}'
+)
+# What pydantic expected, by the first word of its error type (int_parsing, list_type, datetime_from_date_parsing).
+_EXPECTED = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "a string",
+    "list": "a list",
+    "model": "an object",
+    "dict": "an object",
+    "datetime": "a date and time like 2026-01-05T09:00:00",
+}
+
+
+def weekly_record_problem(text: str) -> str | None:
+    """Why ``text`` is not a feedback input, as a sentence naming the place inside it; None when it is one."""
+    try:
+        WeeklyRecord.model_validate_json(text)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = len(errors) - 1
+        return _describe_input_error(errors[0]) + (f", and {more} more problem{'s' * (more > 1)}" if more else "")
+    return None
+
+
+def _describe_input_error(error: Any) -> str:
+    kind: str = error["type"]
+    location: tuple[str | int, ...] = tuple(error["loc"])
+    if kind == "json_invalid":
+        return f"the input is not JSON ({error['ctx']['error']}); {_FEEDBACK_INPUT}"
+    if kind in ("missing", "extra_forbidden"):
+        owner = _json_path(location[:-1]) or "the weekly record"
+        return (
+            f"{owner} has no {location[-1]}" if kind == "missing" else f'{owner} has an unknown field "{location[-1]}"'
+        )
+    expected = _EXPECTED.get(kind.split("_")[0])
+    if expected is None:  # a kind this shape cannot raise today: pydantic's own words, after the place
+        return f"{_json_path(location) or 'the input'}: {error['msg']}"
+    shown = orjson.dumps(error["input"]).decode()
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    if not location:
+        return f"the input is {shown}, not {expected}; {_FEEDBACK_INPUT}"
+    return f"{_json_path(location)} is {shown}, not {expected}"
+
+
+def _json_path(location: tuple[str | int, ...]) -> str:
+    """personalChallenges[0].isSuccess"""
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
 
 
 @dataclass
@@ -112,19 +181,9 @@ class RecordChecker:
                 Finding(index=index, field="output", code="feedback_no_emoji", message="feedback has no emoji")
             )
         findings += _policy_findings(index, "output", output, self.policy["feedback"], "feedback")
-        try:
-            WeeklyRecord.model_validate_json(record["input"])
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            place = ".".join(str(p) for p in first["loc"])
-            findings.append(
-                Finding(
-                    index=index,
-                    field="input",
-                    code="bad_input",
-                    message=f"weekly record {place}: {first['msg']}",
-                )
-            )
+        problem = weekly_record_problem(record["input"])
+        if problem is not None:
+            findings.append(Finding(index=index, field="input", code="bad_input", message=problem))
         return findings
 
     def _recommendation_findings(

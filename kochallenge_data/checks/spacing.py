@@ -9,10 +9,20 @@ auxiliary verbs) and breaks around emoji and zero-width characters. So this modu
    noun (tags ``J*``, ``ETM``, ``EC``, ``EF``, ``ETN``, ``NNB``) or a comma or sentence end, but not
    between an ending and an auxiliary verb (``EC``→``VX``)
    and not before symbols or emoji;
-3. offers Kiwi's full spacing as a suggestion, and ``fix`` applies only the flagged insertions;
-4. runs that check only on texts a cheaper pre-check cannot clear. Each distinct word is analysed once
+3. flags a long glued run (GLUED_RUN Hangul syllables or more between spaces) where Kiwi's own
+   reading of it shows a word break standard spacing always writes, even where ``space()`` leaves the
+   run glued or its tags put the run outside 2., as on short casual lines (이따가전화할게): after a
+   particle, ending or dependent noun as in 2.; before an auxiliary verb after any ending but -아/-어
+   (먹고|싶어); after an adverb or pronoun before a predicate (이따가|전화할게, 우리|언제); or, twice
+   in one run or beside one of those, after a determiner (그|가게), a noun before a verb (밥|먹자),
+   or an adverb before a noun with no predicate after it (계속근로기간 is one legal term). Shorter
+   words are left alone: lexicalized words read the same way (새해, 함께해요, 첫걸음을);
+4. offers Kiwi's full spacing, with the glued-run breaks added, as a suggestion, and ``fix`` applies
+   only the flagged insertions;
+5. runs that check only on texts a cheaper pre-check cannot clear. Each distinct word is analysed once
    on its own (Kiwi's six best readings): a word none of whose close readings has a particle, ending or
-   dependent noun followed by a content word is clean in any sentence. A word whose best reading is
+   dependent noun followed by a content word (nor, for a run as long as in 3., a break of 3.) is clean
+   in any sentence. A word whose best reading is
    clean but a close runner-up is not (걸어가면: 걷어 가면?) is decided by Kiwi's reading of it with two
    words either side. Foreign data repeats words far more than sentences, so most texts never reach
    the full check; the spacing bench's false alarms and catches are the same with and without it.
@@ -22,6 +32,7 @@ auxiliary verbs) and breaks around emoji and zero-width characters. So this modu
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -45,6 +56,13 @@ CLOSE_READING = 5.0  # log-probability below the best reading
 WINDOW_WORDS = 2
 # Longer "words" are nearly always glued phrases; reading them six ways costs more than checking the text.
 LONG_WORD = 10
+# A run this long (in Hangul syllables) with no space is read for word breaks (3. in the module docstring).
+# The smallest length with no false alarm on the bench corpus, the pools and a default build's texts,
+# whose words have at most 7 syllables; at 5, lexicalized words (함께하는데, 새송이버섯) are flagged.
+GLUED_RUN = 6
+# Stems after a noun or an adverb that make one word with it: 공부하다, 함께하다, 축하드리다, 기억나다,
+# 재미있다, 상관없다, 꿈같다, 사랑스럽다. A glued run is never split before them.
+DERIVING_STEMS = frozenset(["하", "되", "시키", "드리", "받", "당하", "나", "있", "없", "같", "지", "스럽", "답", "롭"])
 DEFAULT_CACHE_SIZE = 50_000
 
 _kiwi_threads: int | None = None  # Kiwi's default: a thread per core
@@ -211,6 +229,88 @@ def _beside_a_mark(text: str, offset: int) -> bool:
     return opens or closes
 
 
+def _is_glued_run(word: str) -> bool:
+    return len(_HANGUL.findall(word)) >= GLUED_RUN
+
+
+def _glued_runs(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each space-free run of GLUED_RUN Hangul syllables or more."""
+    return [match.span() for match in re.finditer(r"\S+", text) if _is_glued_run(match.group())]
+
+
+def _ending_break(left: str, right: str) -> bool:
+    """A particle, ending, dependent noun or sentence mark (tag ``left``) before a word-starting tag."""
+    if not left.startswith(FLAGGED_BEFORE) or not _WORD_START.match(right):
+        return False
+    if left == "NNB":
+        return right.startswith(("VV", "VA", "VX"))
+    return not (left == "EC" and right.startswith("VX"))
+
+
+# Word breaks inside a glued run (3. in the module docstring): one sure break is enough, unsure ones
+# count only in pairs or beside a sure one.
+SURE_BREAK, UNSURE_BREAK = 2, 1
+PREDICATE_TAGS = ("VV", "VA", "VX", "VCP", "VCN", "XSV", "XSA")
+# Only after -아/-어 may an auxiliary verb be written together (한글 맞춤법 제47항: 해 보다/해보다,
+# 가져다 주다); after -고, -지, -게, -어야 it is always a word of its own. Kiwi writes -아 as 어.
+JOINABLE_BEFORE_AUXILIARY = frozenset(["어", "아", "여", "어다", "아다"])
+
+
+def _run_break(left: Any, right: Any, predicate_follows: bool) -> int:
+    """How sure it is that standard spacing puts a space between two adjacent tokens of a glued run."""
+    left_tag, right_tag = left.tag, right.tag
+    if _ending_break(left_tag, right_tag):
+        return SURE_BREAK
+    if left_tag == "EC" and right_tag.startswith("VX") and left.form not in JOINABLE_BEFORE_AUXILIARY:
+        return SURE_BREAK  # 먹고|싶다, 하지|않아요, 먹어야|한다
+    if not _WORD_START.match(right_tag) or right_tag == "NNB":
+        return 0  # a dependent noun after 그, 한: 그중, 한번 are one word
+    if right_tag.startswith("V") and right.form in DERIVING_STEMS:
+        return 0
+    if left_tag in ("MAG", "NP"):
+        # Before a predicate an adverb or pronoun is a word of its own (이따가 전화할게, 우리 집에 가자);
+        # in a run with no predicate after it, it is as likely the head of a compound noun (계속근로기간).
+        return SURE_BREAK if right_tag.startswith("V") or predicate_follows else UNSURE_BREAK
+    if left_tag == "MM" or (left_tag in ("NNG", "NNP") and right_tag.startswith(("VV", "VA"))):
+        return UNSURE_BREAK
+    return 0
+
+
+def _glued_run_breaks(tokens: Sequence[Any], start: int, end: int) -> list[int]:
+    """Offsets strictly inside the run ``start``..``end`` where Kiwi's reading of it shows a missing space."""
+    inside = [t for t in tokens if start <= t.start < end]
+    found: list[tuple[int, int]] = []
+    for at, (left, right) in enumerate(pairwise(inside)):
+        if left.start + left.len != right.start:
+            continue
+        predicate_follows = any(t.tag.startswith(PREDICATE_TAGS) for t in inside[at + 2 :])
+        if kind := _run_break(left, right, predicate_follows):
+            found.append((right.start, kind))
+    if any(kind == SURE_BREAK for _, kind in found) or len(found) >= 2:
+        return [offset for offset, _ in found]
+    return []
+
+
+def _with_spaces_at(original: str, spaced: str, offsets: Iterable[int]) -> str:
+    """``spaced`` (``original`` with only whitespace changed) with a space also before each original offset."""
+    wanted = set(offsets)
+    pieces: list[str] = []
+    i = j = 0
+    while j < len(spaced):
+        if spaced[j].isspace():
+            pieces.append(spaced[j])
+            i += 1 if i < len(original) and original[i].isspace() else 0
+            j += 1
+        elif i < len(original) and original[i].isspace():
+            i += 1
+        else:
+            if i in wanted and pieces and not pieces[-1].isspace():
+                pieces.append(" ")
+            pieces.append(spaced[j])
+            i, j = i + 1, j + 1
+    return "".join(pieces)
+
+
 def _is_flagged(tokens: Sequence[Any], space_at: int) -> bool:
     before = [t for t in tokens if t.start + t.len == space_at]
     after = [t for t in tokens if t.start == space_at + 1]
@@ -225,31 +325,31 @@ def _is_flagged(tokens: Sequence[Any], space_at: int) -> bool:
     return not (left == "EC" and right.startswith("VX"))
 
 
-def _close_readings_flagged(readings: Sequence[tuple[Any, float]]) -> tuple[bool, bool]:
+def _close_readings_flagged(readings: Sequence[tuple[Any, float]], glued_run: bool) -> tuple[bool, bool]:
     """(best reading has a flaggable boundary, some close runner-up has one)."""
     best_score = readings[0][1]
-    best = _has_flaggable_boundary(readings[0][0])
+    best = _has_flaggable_boundary(readings[0][0], glued_run=glued_run)
     runner_up = any(
-        _has_flaggable_boundary(tokens) for tokens, score in readings[1:] if score >= best_score - CLOSE_READING
+        _has_flaggable_boundary(tokens, glued_run=glued_run)
+        for tokens, score in readings[1:]
+        if score >= best_score - CLOSE_READING
     )
     return best, runner_up
 
 
-def _has_flaggable_boundary(tokens: Sequence[Any], start: int = 0, end: int | None = None) -> bool:
+def _has_flaggable_boundary(
+    tokens: Sequence[Any], start: int = 0, end: int | None = None, glued_run: bool = False
+) -> bool:
     """A particle, ending, dependent noun or sentence mark directly followed by a word-starting token,
-    inside ``start``..``end``: the places where the full check could demand a space."""
-    for left, right in pairwise(tokens):
-        at = right.start
-        if left.start + left.len != at or not start < at < (end if end is not None else at + 1):
-            continue
-        if not left.tag.startswith(FLAGGED_BEFORE) or not _WORD_START.match(right.tag):
-            continue
-        if left.tag == "NNB" and not right.tag.startswith(("VV", "VA", "VX")):
-            continue
-        if left.tag == "EC" and right.tag.startswith("VX"):
-            continue
+    inside ``start``..``end``, or for a ``glued_run`` any of its word breaks: the places where the full
+    check could demand a space."""
+    stop = end if end is not None else sys.maxsize
+    if glued_run and _glued_run_breaks(tokens, start, stop):
         return True
-    return False
+    return any(
+        left.start + left.len == right.start and start < right.start < stop and _ending_break(left.tag, right.tag)
+        for left, right in pairwise(tokens)
+    )
 
 
 # Word states in the pre-check.
@@ -359,7 +459,7 @@ class SpacingChecker:
                 states[word] = state
         self.stats["words_read"] += len(new)
         for word, readings in zip(new, get_kiwi().analyze(new, top_n=WORD_READINGS) if new else [], strict=True):
-            best, runner_up = _close_readings_flagged(readings)
+            best, runner_up = _close_readings_flagged(readings, glued_run=_is_glued_run(word))
             states[word] = SUSPECT if best else UNSURE if runner_up else CLEAN
             self._words.put(word, states[word])
         return states
@@ -377,8 +477,8 @@ class SpacingChecker:
         self.stats["windows_read"] += len(new)
         tokenized = get_kiwi().tokenize([text for text, _, _ in new]) if new else []
         for window, tokens in zip(new, tokenized, strict=True):
-            _, start, end = window
-            verdicts[window] = _has_flaggable_boundary(tokens, start, end)
+            text, start, end = window
+            verdicts[window] = _has_flaggable_boundary(tokens, start, end, glued_run=_is_glued_run(text[start:end]))
             self._windows.put(window, verdicts[window])
         return verdicts
 
@@ -394,6 +494,11 @@ class SpacingChecker:
             if needs_tokens
             else {}
         )
+        # Glued runs are read as written: space() may have left them whole.
+        runs_for = {k: runs for k, segment in enumerate(flat) if (runs := _glued_runs(segment))}
+        run_tokens_for = (
+            dict(zip(runs_for, kiwi.tokenize([flat[k] for k in runs_for]), strict=True)) if runs_for else {}
+        )
         results: list[SpacingResult] = []
         k = 0
         for text, segments in zip(texts, per_text, strict=True):
@@ -403,16 +508,19 @@ class SpacingChecker:
             for segment in segments:
                 alignment = alignments[k]
                 spaced = spaced_flat[k] if alignment is not None else segment.text
-                suggestion_parts += [text[last : segment.start], spaced]
+                wanted = {
+                    segment.start + at for at, at_spaced in alignment or [] if _is_flagged(tokens_for[k], at_spaced)
+                }
+                kiwi_inserted = {at for at, _ in alignment or []}
+                run_breaks = {
+                    at for start, end in runs_for.get(k, []) for at in _glued_run_breaks(run_tokens_for[k], start, end)
+                }
+                wanted |= {segment.start + at for at in run_breaks}
+                flagged = sorted(o for o in wanted if not _beside_a_mark(text, o) and not self._allowed(text, o))
+                insertions += flagged
+                extra = {o - segment.start for o in flagged} - kiwi_inserted
+                suggestion_parts += [text[last : segment.start], _with_spaces_at(segment.text, spaced, extra)]
                 last = segment.start + len(segment.text)
-                for at_original, at_spaced in alignment or []:
-                    offset = segment.start + at_original
-                    if (
-                        _is_flagged(tokens_for[k], at_spaced)
-                        and not _beside_a_mark(text, offset)
-                        and not self._allowed(text, offset)
-                    ):
-                        insertions.append(offset)
                 k += 1
             suggestion_parts.append(text[last:])
             results.append(SpacingResult(text, tuple(insertions), "".join(suggestion_parts)))
