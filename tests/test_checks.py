@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -127,3 +129,29 @@ def test_a_bad_feedback_input_is_always_a_sentence_naming_its_place(value: objec
         return
     assert not any(words in problem for words in ("Input should", "Field required", "Extra inputs", " : "))
     assert problem.startswith(("the ", "memberId", "personalChallenges", "groupChallenges", "id", "title")), problem
+
+
+def test_a_feedback_input_written_with_ascii_escapes_is_not_an_escape_artifact() -> None:
+    """json.dumps writes Korean as \\uXXXX by default: the team's old files are valid JSON, not double encodings."""
+    week = {
+        "memberId": 1,
+        "personalChallenges": [{"title": "텀블러 챙기기", "isSuccess": True}],
+        "groupChallenges": [],
+    }
+    record = {"instruction": "피드백을 써 줘", "input": json.dumps(week), "output": "텀블러 챙기기를 해냈어요! 🌱"}
+    assert "\\\\u" in json.dumps(record["input"])
+    codes = {f.code for f in RecordChecker(check_spacing=False).check(0, record, "feedback")}
+    assert "escape_artifact" not in codes
+    # Escaped twice: after decoding, the value still holds a literal backslash-u escape.
+    escaped_twice = dict(record, input=json.dumps(week, ensure_ascii=False).replace("텀블러", "\\\\ud14c"))
+    assert "\\ud14c" in json.loads(escaped_twice["input"])["personalChallenges"][0]["title"]
+    findings = RecordChecker(check_spacing=False).check(0, escaped_twice, "feedback")
+    assert [f.code for f in findings if f.code == "escape_artifact"] == ["escape_artifact"]
+
+
+def test_a_deeply_nested_feedback_input_is_a_finding_not_a_crash() -> None:
+    deep = "[" * 990 + "]" * 990
+    findings = RecordChecker(check_spacing=False).check(
+        0, {"instruction": "a", "input": deep, "output": "b"}, "feedback"
+    )
+    assert any(f.code == "bad_input" for f in findings)

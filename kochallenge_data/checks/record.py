@@ -156,7 +156,10 @@ class RecordChecker:
         task = task or infer_task(record)
         output: str = record["output"]
         for name in FIELDS:
-            findings += _broken_findings(index, name, record[name])
+            if name == "input" and task == "feedback":
+                findings += _json_values_broken_findings(index, name, record[name])
+            else:
+                findings += _broken_findings(index, name, record[name])
         if not output.strip():
             return findings, []
         if task == "feedback":
@@ -268,6 +271,35 @@ def _broken_findings(index: int, field_name: str, text: str) -> list[Finding]:
         for start, end, piece in escape_artifacts(text)
     ]
     return findings
+
+
+def _json_values_broken_findings(index: int, field_name: str, text: str) -> list[Finding]:
+    """A JSON input is judged by its decoded strings: ``\\uc190`` is how ``json.dumps`` writes 손 by default, not a
+    double encoding; an escape that survives decoding is one. Offsets would point into a value, so none are given."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _broken_findings(index, field_name, text)
+    findings = []
+    for string in _strings_in(value):
+        for finding in _broken_findings(index, field_name, string):
+            findings.append(finding.model_copy(update={"span": None, "message": f"{finding.message} in {string!r}"}))
+    return findings
+
+
+def _strings_in(value: Any) -> list[str]:
+    """Every string in a JSON value, keys included, in order; iterative, as a hostile file can nest 1,000 deep."""
+    found: list[str] = []
+    waiting = [value]
+    while waiting:
+        item = waiting.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            waiting += [part for pair in reversed(item.items()) for part in reversed(pair)]
+        elif isinstance(item, list):
+            waiting += reversed(item)
+    return found
 
 
 def _spacing_findings(index: int, label: str, result: SpacingResult) -> list[Finding]:
