@@ -43,6 +43,7 @@ from .pool_files import (
 from .resources import shipped_dir
 from .safe_files import UnsafeFileError, read_user_text
 from .templates import LINE_BREAKS
+from .text import strings_in
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -309,23 +310,9 @@ def _read_toml(path: Path, root: Path | None = None) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PoolError(f"{path}: invalid TOML: {exc}") from exc
-    for value in _strings(data):
+    for value in strings_in(data):
         _check_pool_text(value, path, MAX_POOL_TEXT, "string")
     return data
-
-
-def _strings(data: Any) -> Iterable[str]:
-    """Every string in parsed TOML, table keys included."""
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
 
 
 def _check_pool_text(value: str, path: Path, limit: int, what: str) -> None:

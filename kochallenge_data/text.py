@@ -9,6 +9,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from functools import lru_cache
+from typing import Any
 
 import emoji as emoji_lib
 
@@ -81,16 +82,17 @@ def is_emoji_cluster(cluster: str) -> bool:
     return emoji_lib.is_emoji(cluster) or any(emoji_lib.is_emoji(c) for c in cluster if c not in (ZWJ, VS16))
 
 
-# Runs of characters that can be part of an emoji; of the plain characters, only a keycap's base (1, #, *) can, and it
-# comes right before such a run, so each run is read with the character before it.
-_MAY_BE_EMOJI = re.compile(r"[^\t\n\r\x20-\x7e\uac00-\ud7a3]+")
+# Runs of characters outside the plain ones (tabs, line breaks, ASCII, Hangul syllables). Plain characters are never
+# part of an emoji or an invisible sequence, except a keycap's base (1, #, *), which comes right before such a run:
+# whoever looks for emoji or clusters reads each run with the character before it.
+NOT_PLAIN_RUN = re.compile(r"[^\t\n\r\x20-\x7e\uac00-\ud7a3]+")
 
 
 def emoji_in(text: str) -> list[str]:
     """The emoji in ``text``, in order: ``emoji.emoji_list`` read only where emoji can be (it walks every
     character, and Korean text is mostly syllables that never are)."""
     found: list[str] = []
-    for run in _MAY_BE_EMOJI.finditer(text):
+    for run in NOT_PLAIN_RUN.finditer(text):
         found += _emoji_of(text[max(0, run.start() - 1) : run.end()])
     return found
 
@@ -174,3 +176,17 @@ _ESCAPE = re.compile(r"\\(?:n|r|t|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})")
 def escape_artifacts(text: str) -> list[tuple[int, int, str]]:
     """Literal escape sequences (``\\n``, ``\\uXXXX``) that a double-encoding left in the text."""
     return [(m.start(), m.end(), m.group()) for m in _ESCAPE.finditer(text)]
+
+
+def strings_in(data: Any) -> Iterator[str]:
+    """Every string in parsed JSON or TOML, keys included, in document order; iterative, since hostile files nest
+    a thousand levels deep."""
+    waiting = [data]
+    while waiting:
+        item = waiting.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            waiting += [part for pair in reversed(item.items()) for part in reversed(pair)]
+        elif isinstance(item, list):
+            waiting += reversed(item)

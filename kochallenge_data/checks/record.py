@@ -13,7 +13,7 @@ from emoji.tokenizer import EmojiMatch, get_search_tree, tokenize
 from pydantic import ValidationError
 
 from ..models import Finding, Task, WeeklyRecord
-from ..text import _MAY_BE_BROKEN, FEEDBACK_LIMIT, ZWJ, broken_sequences, escape_artifacts, nfc
+from ..text import _MAY_BE_BROKEN, FEEDBACK_LIMIT, ZWJ, broken_sequences, escape_artifacts, nfc, strings_in
 from .korean import DEFAULT_POLICY, FieldPolicy, _plain_pattern, describe_span, disallowed_spans
 from .spacing import SpacingChecker, SpacingResult
 from .structure import classify_json, line_problems, parse_or_explain
@@ -281,25 +281,10 @@ def _json_values_broken_findings(index: int, field_name: str, text: str) -> list
     except orjson.JSONDecodeError:
         return _broken_findings(index, field_name, text)
     findings = []
-    for string in _strings_in(value):
+    for string in strings_in(value):
         for finding in _broken_findings(index, field_name, string):
             findings.append(finding.model_copy(update={"span": None, "message": f"{finding.message} in {string!r}"}))
     return findings
-
-
-def _strings_in(value: Any) -> list[str]:
-    """Every string in a JSON value, keys included, in order; iterative, as a hostile file can nest 1,000 deep."""
-    found: list[str] = []
-    waiting = [value]
-    while waiting:
-        item = waiting.pop()
-        if isinstance(item, str):
-            found.append(item)
-        elif isinstance(item, dict):
-            waiting += [part for pair in reversed(item.items()) for part in reversed(pair)]
-        elif isinstance(item, list):
-            waiting += reversed(item)
-    return found
 
 
 def _spacing_findings(index: int, label: str, result: SpacingResult) -> list[Finding]:

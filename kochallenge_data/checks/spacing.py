@@ -40,7 +40,7 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import Any, Generic, TypeVar
 
-from ..text import ZERO_WIDTH, ZWJ, grapheme_clusters, is_emoji_cluster, nfc
+from ..text import NOT_PLAIN_RUN, ZERO_WIDTH, ZWJ, grapheme_clusters, is_emoji_cluster, nfc
 
 # Particles and endings, plus dependent nouns (수, 것, 때): "할수있는" is the team's most common error;
 # and sentence punctuation (SF, SP: "와,진짜"), after which the next word always takes a space.
@@ -144,9 +144,6 @@ class _Segment:
     text: str
 
 
-# Runs of characters outside the plain ones (tabs, line breaks, ASCII, Hangul syllables), which are never
-# part of an emoji or an invisible sequence and never join the cluster before them.
-_OTHER = re.compile(r"[^\t\n\r\x20-\x7e\uac00-\ud7a3]+")
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 
 
@@ -164,7 +161,7 @@ def _segments(text: str) -> list[_Segment]:
 
 def _words(text: str) -> list[list[str]]:
     """The words of each segment; most texts are one plain segment."""
-    if not _OTHER.search(text):
+    if not NOT_PLAIN_RUN.search(text):
         return [text.split()] if _HANGUL.search(text) else []
     return [segment.text.split() for segment in _segments(text)]
 
@@ -174,7 +171,7 @@ def _barriers(text: str) -> list[tuple[int, int]]:
     a plain character is its own cluster unless it follows a zero-width joiner."""
     found: list[tuple[int, int]] = []
     walked = 0  # clusters before this offset are done
-    for run in _OTHER.finditer(text):
+    for run in NOT_PLAIN_RUN.finditer(text):
         if walked >= run.end():
             continue  # an earlier cluster reached past this run (through a zero-width joiner)
         # The plain character before the run may carry it (a keycap digit); it starts a cluster.
@@ -240,7 +237,14 @@ def _glued_runs(text: str) -> list[tuple[int, int]]:
 
 def _ending_break(left: str, right: str) -> bool:
     """A particle, ending, dependent noun or sentence mark (tag ``left``) before a word-starting tag."""
-    if not left.startswith(FLAGGED_BEFORE) or not _WORD_START.match(right):
+    return bool(_WORD_START.match(right)) and _space_due_after(left, right)
+
+
+def _space_due_after(left: str, right: str) -> bool:
+    """Whether standard spacing puts a space between tags ``left`` and ``right`` for the left one's sake: after a
+    particle, ending, dependent noun or sentence mark; after a dependent noun only before a verb or adjective ("수
+    있다", "것 같다"; Kiwi misreads "거라면" as 거 + 라면, noodles); never between an ending and an auxiliary verb."""
+    if not left.startswith(FLAGGED_BEFORE):
         return False
     if left == "NNB":
         return right.startswith(("VV", "VA", "VX"))
@@ -317,12 +321,7 @@ def _is_flagged(tokens: Sequence[Any], space_at: int) -> bool:
     if not before or not after:
         return False
     left, right = before[-1].tag, after[0].tag
-    if not left.startswith(FLAGGED_BEFORE) or right.startswith(NOT_FLAGGED_AFTER):
-        return False
-    if left == "NNB":
-        # "수 있다", "것 같다": only before a verb or adjective; Kiwi misreads "거라면" as 거 + 라면 (noodles).
-        return bool(right.startswith(("VV", "VA", "VX")))
-    return not (left == "EC" and right.startswith("VX"))
+    return not right.startswith(NOT_FLAGGED_AFTER) and _space_due_after(left, right)
 
 
 def _close_readings_flagged(readings: Sequence[tuple[Any, float]], glued_run: bool) -> tuple[bool, bool]:
