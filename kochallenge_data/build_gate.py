@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from .checks.dedup import DuplicateIndex, FingerprintBatch, fingerprint_batch
 from .checks.record import RecordChecker
 from .checks.spacing import use_kiwi_threads
+from .digest_set import DigestSet
 from .errors import CapacityError, KochallengeError
 from .generate import Candidate, Sampler, pool_to_grow
 from .models import Finding, Task
@@ -122,6 +123,31 @@ class PoolChecks:
         self._pool.join()
 
 
+class SlotQueue:
+    """The slots waiting for a draw: every slot in order, then the rejected ones in the order they were rejected.
+
+    The first pass is a counter, not a queue of a million ints (36 MB)."""
+
+    def __init__(self, slots: int) -> None:
+        self._next_fresh = 0
+        self._slots = slots
+        self._again: deque[int] = deque()
+
+    def __len__(self) -> int:
+        return self._slots - self._next_fresh + len(self._again)
+
+    def take(self, most: int) -> list[int]:
+        fresh = range(self._next_fresh, min(self._slots, self._next_fresh + most))
+        self._next_fresh = fresh.stop
+        taken = list(fresh)
+        while len(taken) < most and self._again:
+            taken.append(self._again.popleft())
+        return taken
+
+    def append(self, slot: int) -> None:
+        self._again.append(slot)
+
+
 @dataclass
 class _InFlight:
     slots: list[int]
@@ -143,7 +169,7 @@ class Gate:
     on_reject: Callable[[dict[str, Any]], None] | None = None  # where the command streams rejections
     rejected_total: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
-    seen: set[int] = field(default_factory=set)
+    seen: DigestSet = field(default_factory=DigestSet)
     distinct: Counter[str] = field(default_factory=Counter)
     blame: Counter[str] = field(default_factory=Counter)
     balance: dict[str, Counter[str]] = field(
@@ -151,7 +177,7 @@ class Gate:
     )
 
     def fill(self, order: list[Task], reporter: Reporter) -> None:
-        pending = deque(range(len(order)))
+        pending = SlotQueue(len(order))
         in_flight: deque[_InFlight] = deque()
         # A few rejects are normal even in tiny builds; beyond the share, the pools need fixing.
         allowed_rejects = int(self.max_reject_share * len(order)) + MIN_ALLOWED_REJECTS
@@ -166,8 +192,8 @@ class Gate:
                         raise
                 step.advance(self._settle(in_flight.popleft(), pending, allowed_rejects))
 
-    def _draw_batch(self, order: list[Task], pending: deque[int]) -> _InFlight:
-        slots = [pending.popleft() for _ in range(min(BATCH, len(pending)))]
+    def _draw_batch(self, order: list[Task], pending: SlotQueue) -> _InFlight:
+        slots = pending.take(BATCH)
         candidates = [self._draw_new(order[slot]) for slot in slots]
         items = [(slot, c.model_record(), c.task) for slot, c in zip(slots, candidates, strict=True)]
         return _InFlight(slots, candidates, self.checks.submit(items))
@@ -177,7 +203,7 @@ class Gate:
         while in_flight:
             yield in_flight.popleft()
 
-    def _settle(self, batch: _InFlight, pending: deque[int], allowed_rejects: int) -> int:
+    def _settle(self, batch: _InFlight, pending: SlotQueue, allowed_rejects: int) -> int:
         """Judge a checked batch in slot order; returns how many of its records were accepted."""
         checked = batch.result()
         clean = [i for i, findings in enumerate(checked.findings) if not findings]

@@ -9,6 +9,7 @@ dataset only ever contains the newline format.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import orjson
 from pydantic import ValidationError
@@ -17,6 +18,8 @@ from .errors import FormatError
 from .models import Challenge, Recommendation
 
 SEPARATOR = ": "
+# Challenge lines repeat across a dataset by design; lines up to this length are parsed once each.
+CACHED_LINE = 200
 # Markers the old datasets used and the service's parser choked on.
 LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•·]|#+)\s*")
 
@@ -69,6 +72,15 @@ def _parse_newline(text: str) -> Recommendation:
 
 
 def _parse_challenge_line(line: str, number: int) -> Challenge:
+    return _parsed_line(line, number) if len(line) <= CACHED_LINE else _challenge_from_line(line, number)
+
+
+@lru_cache(maxsize=1 << 15)
+def _parsed_line(line: str, number: int) -> Challenge:
+    return _challenge_from_line(line, number)  # a Challenge is frozen, so one instance can serve every record
+
+
+def _challenge_from_line(line: str, number: int) -> Challenge:
     if LIST_MARKER.match(line):
         raise FormatError(f"line {number} starts with numbering or a bullet: {line!r}")
     title, separator, description = line.partition(":")

@@ -175,6 +175,8 @@ _ESCAPE = re.compile(r"\\(?:n|r|t|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})")
 
 def escape_artifacts(text: str) -> list[tuple[int, int, str]]:
     """Literal escape sequences (``\\n``, ``\\uXXXX``) that a double-encoding left in the text."""
+    if "\\" not in text:
+        return []
     return [(m.start(), m.end(), m.group()) for m in _ESCAPE.finditer(text)]
 
 

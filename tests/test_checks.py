@@ -155,3 +155,33 @@ def test_a_deeply_nested_feedback_input_is_a_finding_not_a_crash() -> None:
         0, {"instruction": "a", "input": deep, "output": "b"}, "feedback"
     )
     assert any(f.code == "bad_input" for f in findings)
+
+
+_escapable_text = st.lists(
+    st.one_of(spaced_mixed_text, st.sampled_from(["\\", "\\n", "\\u00e9", "\\\\", '"', "\ufffd"]))
+).map("".join)
+
+
+@settings(max_examples=300)
+@given(_escapable_text)
+def test_the_broken_text_shortcut_never_skips_a_finding(text: str) -> None:
+    """A text the shortcut passes has neither escape artifacts nor broken sequences in the full walk."""
+    from kochallenge_data.checks.record import _may_hold_broken_text
+    from kochallenge_data.text import escape_artifacts
+
+    if not _may_hold_broken_text(text):
+        assert broken_sequences(text) == [] and escape_artifacts(text) == []
+
+
+@settings(max_examples=200)
+@given(st.recursive(_escapable_text, lambda inner: st.lists(inner, max_size=3), max_leaves=6), st.booleans())
+def test_a_feedback_input_is_judged_by_its_decoded_strings_with_or_without_the_shortcut(
+    value: object, ascii_only: bool
+) -> None:
+    """The same broken_text and escape_artifact findings as walking every decoded string of the input."""
+    from kochallenge_data.checks.record import _broken_findings, _json_values_broken_findings
+    from kochallenge_data.text import strings_in
+
+    text = json.dumps({"title": value}, ensure_ascii=ascii_only)
+    walked = [f.code for string in strings_in(json.loads(text)) for f in _broken_findings(0, "input", string)]
+    assert [f.code for f in _json_values_broken_findings(0, "input", text)] == walked

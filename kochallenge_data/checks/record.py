@@ -12,6 +12,7 @@ import orjson
 from emoji.tokenizer import EmojiMatch, get_search_tree, tokenize
 from pydantic import ValidationError
 
+from ..formats import CACHED_LINE
 from ..models import Finding, Task, WeeklyRecord
 from ..text import _MAY_BE_BROKEN, FEEDBACK_LIMIT, ZWJ, broken_sequences, escape_artifacts, nfc, strings_in
 from .korean import DEFAULT_POLICY, FieldPolicy, _plain_pattern, describe_span, disallowed_spans
@@ -233,7 +234,7 @@ class RecordChecker:
 def _policy_findings(index: int, field_name: str, text: str, policy: FieldPolicy, label: str) -> list[Finding]:
     if _plain_pattern(policy).fullmatch(text):
         return []  # disallowed_spans' own first test, without the calls around it
-    spans = by_words(text, lambda piece: disallowed_spans(piece, policy))
+    spans = _repeated_spans(text, policy) if len(text) <= CACHED_LINE else _disallowed_by_words(text, policy)
     if not spans:
         return []
     described = "; ".join(describe_span(text, span) for span in spans[:3])
@@ -248,7 +249,23 @@ def _policy_findings(index: int, field_name: str, text: str, policy: FieldPolicy
     ]
 
 
+def _disallowed_by_words(text: str, policy: FieldPolicy) -> tuple[tuple[int, int], ...]:
+    return tuple(by_words(text, lambda piece: disallowed_spans(piece, policy)))
+
+
+# Recommend sentences and challenge lines come back again and again in a dataset: each is walked once.
+_repeated_spans = lru_cache(maxsize=1 << 14)(_disallowed_by_words)
+
+
+def _may_hold_broken_text(text: str) -> bool:
+    """False when neither test of :func:`_broken_findings` can find anything: escapes need a backslash, and
+    broken sequences one of a few rare characters."""
+    return "\\" in text or _MAY_BE_BROKEN.search(text) is not None
+
+
 def _broken_findings(index: int, field_name: str, text: str) -> list[Finding]:
+    if not _may_hold_broken_text(text):
+        return []
     findings = [
         Finding(
             index=index,
@@ -276,6 +293,8 @@ def _broken_findings(index: int, field_name: str, text: str) -> list[Finding]:
 def _json_values_broken_findings(index: int, field_name: str, text: str) -> list[Finding]:
     """A JSON input is judged by its decoded strings: ``\\uc190`` is how ``json.dumps`` writes 손 by default, not a
     double encoding; an escape that survives decoding is one. Offsets would point into a value, so none are given."""
+    if not _may_hold_broken_text(text):
+        return []  # without a backslash, every decoded string is a piece of the text as written
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:

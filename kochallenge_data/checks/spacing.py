@@ -13,10 +13,15 @@ auxiliary verbs) and breaks around emoji and zero-width characters. So this modu
    reading of it shows a word break standard spacing always writes, even where ``space()`` leaves the
    run glued or its tags put the run outside 2., as on short casual lines (이따가전화할게): after a
    particle, ending or dependent noun as in 2.; before an auxiliary verb after any ending but -아/-어
-   (먹고|싶어); after an adverb or pronoun before a predicate (이따가|전화할게, 우리|언제); or, twice
-   in one run or beside one of those, after a determiner (그|가게), a noun before a verb (밥|먹자),
-   or an adverb before a noun with no predicate after it (계속근로기간 is one legal term). Shorter
-   words are left alone: lexicalized words read the same way (새해, 함께해요, 첫걸음을);
+   (먹고|싶어); after an adverb or pronoun before a predicate (이따가|전화할게, 우리|언제), and after
+   a noun before an adverb or pronoun with a predicate later in the run (마감|언제까지야, 출근|잘했어);
+   after a noun of two or more syllables before a verb or adjective stem (산책|다녀올게: chat drops
+   the particle), after a time noun (오늘|수업, 이번|주) and between the negating 안 and 하다; or,
+   twice in one run or beside one of those, after a determiner (그|가게), a one-syllable noun before
+   a verb (밥|먹자), or an adverb or noun before a noun-only remainder of the run (계속근로기간 is one
+   legal term). Other noun chains are never split: compound nouns (개인정보보호위원회는) and
+   compound noun + 하다 verbs are words. Shorter words are left alone: lexicalized words read the
+   same way (새해, 함께해요, 첫걸음을);
 4. offers Kiwi's full spacing, with the glued-run breaks added, as a suggestion, and ``fix`` applies
    only the flagged insertions;
 5. runs that check only on texts a cheaper pre-check cannot clear. Each distinct word is analysed once
@@ -258,6 +263,14 @@ PREDICATE_TAGS = ("VV", "VA", "VX", "VCP", "VCN", "XSV", "XSA")
 # Only after -아/-어 may an auxiliary verb be written together (한글 맞춤법 제47항: 해 보다/해보다,
 # 가져다 주다); after -고, -지, -게, -어야 it is always a word of its own. Kiwi writes -아 as 어.
 JOINABLE_BEFORE_AUXILIARY = frozenset(["어", "아", "여", "어다", "아다"])
+# What can end a noun: a noun, or a noun suffix (친구들, 선생님).
+NOUN_END_TAGS = ("NNG", "NNP", "XSN")
+# Nouns used as time adverbs: a word of their own before anything but another of them (오늘 수업, 어제 산 옷;
+# 내일모레, 어제오늘 are words, 오늘날 is one token). Chat drops the particle after them more than after any noun.
+TIME_NOUNS = frozenset(["오늘", "어제", "내일", "모레", "요즘", "그저께", "엊그제"])
+# 이번 주, 다음 달, 저번 주: the unit is a noun of its own (지난주, 지난달 are single tokens to Kiwi).
+TIME_DETERMINERS = frozenset(["이번", "다음", "저번"])
+TIME_UNITS = frozenset(["주", "달"])
 
 
 def _run_break(left: Any, right: Any, predicate_follows: bool) -> int:
@@ -269,13 +282,28 @@ def _run_break(left: Any, right: Any, predicate_follows: bool) -> int:
         return SURE_BREAK  # 먹고|싶다, 하지|않아요, 먹어야|한다
     if not _WORD_START.match(right_tag) or right_tag == "NNB":
         return 0  # a dependent noun after 그, 한: 그중, 한번 are one word
+    if left.form == "안" and left_tag == "MAG" and right.form == "하":
+        return SURE_BREAK  # the negating adverb: 안 하다 (안되다 "pitiful" is a word, 안하다 is not)
     if right_tag.startswith("V") and right.form in DERIVING_STEMS:
         return 0
     if left_tag in ("MAG", "NP"):
         # Before a predicate an adverb or pronoun is a word of its own (이따가 전화할게, 우리 집에 가자);
         # in a run with no predicate after it, it is as likely the head of a compound noun (계속근로기간).
         return SURE_BREAK if right_tag.startswith("V") or predicate_follows else UNSURE_BREAK
-    if left_tag == "MM" or (left_tag in ("NNG", "NNP") and right_tag.startswith(("VV", "VA"))):
+    if left.form in TIME_NOUNS and right.form not in TIME_NOUNS:
+        return SURE_BREAK
+    if left.form in TIME_DETERMINERS and right.form in TIME_UNITS and right_tag == "NNG":
+        return SURE_BREAK
+    if left_tag in NOUN_END_TAGS and right_tag.startswith(("VV", "VA")):
+        # A noun before a verb stem is its subject or object with the particle dropped (산책 다녀올게, 지하철
+        # 놓쳤어). Verbs made of a noun and a verb are words (발맞추다, 손잡다), but nearly all that Kiwi splits
+        # have a one-syllable noun; with a longer one it reads one stem (마음먹다, 앞장서다; 뿌리내리다 is split).
+        return SURE_BREAK if len(left.form) >= 2 else UNSURE_BREAK
+    if left_tag in NOUN_END_TAGS and right_tag in ("MAG", "NP"):
+        # An adverb or pronoun after a noun starts a word (출근 잘 했어, 마감 언제야); with no predicate after
+        # it, as in a noun-only run, Kiwi may be reading a syllable of a compound noun as an adverb.
+        return SURE_BREAK if predicate_follows else UNSURE_BREAK
+    if left_tag == "MM":
         return UNSURE_BREAK
     return 0
 
@@ -360,10 +388,9 @@ class SpacingChecker:
     bounded LRU caches, so memory stays flat on any amount of text.
 
     ``precheck=True`` clears most texts without the full check (see the module docstring); ``validate``
-    turns it on. It is off by default so that the build's gate, and with it every dataset's bytes for a
-    given seed, stay exactly as they were: on rare words Kiwi's reading in context differs from its
-    reading alone (살펴보기와 → 살펴보 기와), and the full check then raises a false alarm the pre-check
-    does not.
+    and the build's gate turn it on. Off, every text gets the full check: on rare words Kiwi's reading in
+    context differs from its reading alone (살펴보기와 → 살펴보 기와), and the full check then raises a false
+    alarm the pre-check does not.
     """
 
     def __init__(
