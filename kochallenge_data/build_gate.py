@@ -11,15 +11,14 @@ are the same for any number of workers.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .check_workers import check_pool, worker_checker
 from .checks.dedup import DuplicateIndex, FingerprintBatch, fingerprint_batch
 from .checks.record import RecordChecker
-from .checks.spacing import use_kiwi_threads
 from .digest_set import DigestSet
 from .errors import CapacityError, KochallengeError
 from .generate import Candidate, Sampler, pool_to_grow
@@ -93,27 +92,20 @@ class InlineChecks:
         return lambda: check_batch(self.checker, items)
 
 
-_worker_checker: RecordChecker | None = None
-
-
-def _start_worker(checker: RecordChecker) -> None:
-    global _worker_checker
-    use_kiwi_threads(1)  # the processes are the parallelism; Kiwi's own threads would only compete
-    _worker_checker = checker
-
-
 def _check_in_worker(items: list[CheckItem]) -> CheckedBatch:
-    assert _worker_checker is not None
-    return check_batch(_worker_checker, items)
+    return check_batch(worker_checker(), items)
+
+
+def _as_given(checker: RecordChecker) -> RecordChecker:
+    return checker
 
 
 class PoolChecks:
-    """Checks in ``workers`` processes (spawned: safe whatever threads this process runs)."""
+    """Checks in ``workers`` processes, each with a copy of ``checker``."""
 
     def __init__(self, checker: RecordChecker, workers: int) -> None:
-        context = multiprocessing.get_context("spawn")
         self.ahead = AHEAD_PER_WORKER * workers
-        self._pool = context.Pool(workers, initializer=_start_worker, initargs=(checker,))
+        self._pool = check_pool(workers, _as_given, checker)
 
     def submit(self, items: list[CheckItem]) -> Callable[[], CheckedBatch]:
         return self._pool.apply_async(_check_in_worker, (items,)).get

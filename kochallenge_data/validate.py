@@ -10,7 +10,6 @@ happens only there, so the output is the same bytes for any number of workers.
 from __future__ import annotations
 
 import codecs
-import multiprocessing
 import os
 import re
 import sys
@@ -24,6 +23,7 @@ from typing import IO, Any, BinaryIO, TextIO
 import numpy as np
 import orjson
 
+from .check_workers import check_pool, worker_checker
 from .checks.codes import CODES, INFO
 from .checks.dedup import (
     DEFAULT_THRESHOLD,
@@ -36,7 +36,7 @@ from .checks.dedup import (
     normalized,
 )
 from .checks.record import RecordChecker, check_fields, infer_task
-from .checks.spacing import SpacingChecker, use_kiwi_threads
+from .checks.spacing import SpacingChecker
 from .errors import FormatError, InputFileError, KochallengeError
 from .formats import format_recommendation, parse_recommendation
 from .models import Finding, Task
@@ -438,18 +438,10 @@ def _unwrap_json(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Workers: each process keeps one BatchChecker; batches come back in the order they were sent.
 
-_worker: BatchChecker | None = None
-
-
-def _start_worker(options: ValidateOptions) -> None:
-    global _worker
-    use_kiwi_threads(1)  # the processes are the parallelism; Kiwi's own threads would only compete
-    _worker = BatchChecker(options)
-
 
 def _check_in_worker(first: int, raws: list[bytes]) -> CheckedBatch:
-    assert _worker is not None
-    return _worker.check_raw(first, raws)
+    checker: BatchChecker = worker_checker()
+    return checker.check_raw(first, raws)
 
 
 def _raw_batches(raws: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, list[int], list[bytes]]]:
@@ -475,9 +467,7 @@ def _checked_batches(
         for first, offsets, batch in _raw_batches(raws):
             yield offsets, checker.check_raw(first, batch)
         return
-    # spawn: a fresh interpreter per worker, safe whatever threads this process runs (tqdm, Kiwi).
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_start_worker, initargs=(options,)) as pool:
+    with check_pool(workers, BatchChecker, options) as pool:
         queued: deque[tuple[list[int], Any]] = deque()
         for first, offsets, batch in _raw_batches(raws):
             queued.append((offsets, pool.apply_async(_check_in_worker, (first, batch))))

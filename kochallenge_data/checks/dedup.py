@@ -53,6 +53,10 @@ _BAND_SALT = np.uint64(0x9E3779B97F4A7C15)
 # rewriting hundreds of megabytes at once.
 MAX_RUN = 1 << 23
 
+# Shingles kept in memory; the rest are read back from a temporary file (the page cache, in practice) only to confirm
+# a candidate. 32 MB holds about 20,000 records' shingles and keeps a 1,000,000-record build under 1 GB.
+GRAMS_IN_MEMORY = 32 << 20
+
 # Candidates whose MinHash estimate is this far below the threshold are not worth an exact check;
 # with 126 hashes the estimate's standard error is at most 0.045, so 0.2 is over four of them.
 ESTIMATE_MARGIN = 0.2
@@ -359,7 +363,7 @@ class GramStore:
     back with ``pread`` (from the page cache, in practice) only to confirm a candidate.
     """
 
-    def __init__(self, memory_bytes: int = 64 << 20) -> None:
+    def __init__(self, memory_bytes: int = GRAMS_IN_MEMORY) -> None:
         self._memory = np.empty(1024, dtype=np.uint64)
         self._memory_limit = max(1024, memory_bytes // 8)
         # _ends[i]: where item i ends in its storage; it starts where item i - 1 ends, or at 0 when it
@@ -436,7 +440,7 @@ Hit = tuple[str, int, float]
 class DuplicateIndex:
     """Add texts one by one; each add says whether it repeats, or nearly repeats, an earlier text."""
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD, memory_bytes: int = 64 << 20) -> None:
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, memory_bytes: int = GRAMS_IN_MEMORY) -> None:
         self.threshold = threshold
         self._exact = SortedRuns(np.uint64, np.int32)
         self._bands = SortedRuns(np.uint32, np.int32)
