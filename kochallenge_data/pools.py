@@ -11,7 +11,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,6 +56,11 @@ class Source:
     line: int | None
 
     def __str__(self) -> str:
+        return self.text
+
+    @cached_property
+    def text(self) -> str:
+        """``file:line``, built once: every record's metadata names the sources of what made it."""
         return f"{self.file}:{self.line}" if self.line is not None else self.file
 
 

@@ -95,6 +95,11 @@ def phrase_slots(text: str) -> frozenset[str]:
 
 def render_phrase(text: str, **values: Any) -> str:
     """Render a pool phrase (compiled once per distinct text)."""
+    return render_phrase_from(text, values)
+
+
+def render_phrase_from(text: str, values: Mapping[str, Any]) -> str:
+    """:func:`render_phrase` with the slot values in a mapping (no keyword arguments to unpack and pack again)."""
     fast = render_simple(text, values)
     if fast is not None:
         return fast
@@ -180,16 +185,17 @@ def render_simple(text: str, values: Mapping[str, Any]) -> str | None:
     parts = simple_parts(text)
     if parts is None:
         return None
+    if len(parts) == 1 and type(parts[0]) is str:
+        return parts[0].strip()  # no slot: the phrase itself
     out: list[str] = []
     for part in parts:
         if isinstance(part, str):
             out.append(part)
-        elif part.name not in values:
+            continue
+        name, particle = part.name, part.particle
+        if name not in values:
             return None
-        elif part.particle is None:
-            out.append(str(values[part.name]))
-        else:
-            out.append(str(_josa_filter(values[part.name], part.particle)))
+        out.append(str(values[name]) if particle is None else _josa_filter(values[name], particle))
     return "".join(out).strip()
 
 

@@ -13,13 +13,14 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from ..pools import Phrase, PoolChallenge, Pools
-from ..templates import Template, render_phrase
+from ..templates import Template, render_phrase, render_phrase_from
 from ..text import nfc
+from .draws import choice, randint, sample, sample_two
 from .selection import Licence
 
 # Native Korean count words before a counter (두 개, 세 개): grammar, not phrasing.
@@ -34,15 +35,17 @@ MOODS = {
 }
 
 
-@dataclass(frozen=True)
-class PersonalEntry:
+# The week, its entries, its user and what the feedback addresses are named tuples: a feedback draw makes a
+# dozen of them, and a frozen dataclass costs about twice as much to build.
+
+
+class PersonalEntry(NamedTuple):
     id: int
     title: str
     is_success: bool
 
 
-@dataclass(frozen=True)
-class GroupEntry:
+class GroupEntry(NamedTuple):
     id: int
     title: str
     start: datetime
@@ -54,13 +57,13 @@ class GroupEntry:
         return sum(1 for ok, _ in self.submissions if ok)
 
 
-@dataclass(frozen=True)
-class Week:
+class Week(NamedTuple):
     member_id: int
     personal: tuple[PersonalEntry, ...]
     group: tuple[GroupEntry, ...]
 
     def to_json(self) -> str:
+        # orjson writes a naive datetime exactly as isoformat() does (a test checks it), without a call per date.
         data = {
             "memberId": self.member_id,
             "personalChallenges": [{"id": p.id, "title": p.title, "isSuccess": p.is_success} for p in self.personal],
@@ -68,9 +71,9 @@ class Week:
                 {
                     "id": g.id,
                     "title": g.title,
-                    "startDate": g.start.isoformat(),
-                    "endDate": g.end.isoformat(),
-                    "submissions": [{"isSuccess": ok, "submittedAt": at.isoformat()} for ok, at in g.submissions],
+                    "startDate": g.start,
+                    "endDate": g.end,
+                    "submissions": [{"isSuccess": ok, "submittedAt": at} for ok, at in g.submissions],
                 }
                 for g in self.group
             ],
@@ -80,13 +83,12 @@ class Week:
     def signature(self) -> Hashable:
         """What the feedback depends on: titles and outcomes, not ids or dates."""
         return (
-            tuple((p.title, p.is_success) for p in self.personal),
-            tuple((g.title, g.successes, len(g.submissions)) for g in self.group),
+            tuple([(p.title, p.is_success) for p in self.personal]),
+            tuple([(g.title, g.successes, len(g.submissions)) for g in self.group]),
         )
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(NamedTuple):
     """The user behind a week: where they live, how they work, and the season of the week."""
 
     location: str
@@ -106,34 +108,86 @@ def sample_week(
     pools: Pools, rng: random.Random, allowed_for: Callable[[Licence], Sequence[PoolChallenge]]
 ) -> tuple[Week, Profile]:
     """A realistic week: 0-3 personal and 0-2 group challenges that fit one user, dates inside one week."""
-    shape = pools.week
-    monday = _parse_date(shape.first_monday) + timedelta(weeks=rng.randrange(shape.weeks))
-    seasons = seasons_of(monday + timedelta(days=3), shape.season_months)
-    profile = Profile(
-        location=rng.choice(pools.locations),
-        work_type=rng.choice(pools.work_types),
-        season=rng.choice(seasons) if seasons else None,
-    )
-    # Challenges this user could have joined: their place, work and season; nothing presupposed.
-    challenges = allowed_for(profile.licence)
-    week_start = datetime(monday.year, monday.month, monday.day)
-    week_end = week_start + timedelta(days=6, hours=23, minutes=59, seconds=59)
-    n_personal = rng.randint(0, shape.max_personal)
-    n_group = rng.randint(0, shape.max_group)
-    if n_personal + n_group == 0 and rng.random() < 0.5:
-        # Empty weeks happen, but half as often as a uniform draw would make them.
-        n_personal = 1
-    titles = [c.title for c in rng.sample(challenges, min(len(challenges), n_personal + n_group))]
-    n_personal = min(n_personal, len(titles))
-    ids = rng.sample(range(1, 10000), len(titles))
-    personal = tuple(
-        PersonalEntry(id=ids[i], title=titles[i], is_success=rng.random() < 0.65) for i in range(n_personal)
-    )
-    group = tuple(
-        _sample_group(ids[i], titles[i], week_start, week_end, shape.max_submissions, rng)
-        for i in range(n_personal, len(titles))
-    )
-    return Week(member_id=rng.randint(1, shape.member_id_max), personal=personal, group=group), profile
+    return WeekSampler(pools).draw(rng, lambda profile: allowed_for(profile.licence))
+
+
+@dataclass(frozen=True)
+class WeekDays:
+    """One week a record may fall in: its first and last second, and the seasons of its middle day."""
+
+    start: datetime
+    end: datetime
+    seasons: tuple[str, ...]
+
+
+@dataclass
+class WeekSampler:
+    """:func:`sample_week` with what depends only on the pools worked out once per build, not once per week.
+
+    The calendar is filled lazily, a week the first time it is drawn, so a bad date fails at the same draw
+    as it would without the cache. Nothing here draws from the ``rng``.
+    """
+
+    pools: Pools
+    _calendar: dict[int, WeekDays] = field(default_factory=dict)
+    _submission_counts: tuple[int, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        # No submissions is twice as likely as any one count.
+        self._submission_counts = (0, 0, *range(1, self.pools.week.max_submissions + 1))
+
+    def days(self, index: int) -> WeekDays:
+        found = self._calendar.get(index)
+        if found is None:
+            shape = self.pools.week
+            monday = _parse_date(shape.first_monday) + timedelta(weeks=index)
+            start = datetime(monday.year, monday.month, monday.day)
+            seasons = tuple(seasons_of(monday + timedelta(days=3), shape.season_months))
+            found = WeekDays(start, start + timedelta(days=6, hours=23, minutes=59, seconds=59), seasons)
+            self._calendar[index] = found
+        return found
+
+    def draw(
+        self, rng: random.Random, allowed_for: Callable[[Profile], Sequence[PoolChallenge]]
+    ) -> tuple[Week, Profile]:
+        """A week and its user; ``allowed_for`` gives the challenges a user could have joined."""
+        pools = self.pools
+        shape = pools.week
+        days = self.days(rng.randrange(shape.weeks))
+        seasons = days.seasons
+        profile = Profile(
+            choice(rng, pools.locations), choice(rng, pools.work_types), choice(rng, seasons) if seasons else None
+        )
+        # Challenges this user could have joined: their place, work and season; nothing presupposed.
+        challenges = allowed_for(profile)
+        n_personal = randint(rng, 0, shape.max_personal)
+        n_group = randint(rng, 0, shape.max_group)
+        if n_personal + n_group == 0 and rng.random() < 0.5:
+            # Empty weeks happen, but half as often as a uniform draw would make them.
+            n_personal = 1
+        titles = [c.title for c in sample(rng, challenges, min(len(challenges), n_personal + n_group))]
+        n_personal = min(n_personal, len(titles))
+        ids = sample(rng, range(1, 10000), len(titles))
+        personal = tuple([PersonalEntry(ids[i], titles[i], rng.random() < 0.65) for i in range(n_personal)])
+        group = tuple([self._group(ids[i], titles[i], days, rng) for i in range(n_personal, len(titles))])
+        return Week(randint(rng, 1, shape.member_id_max), personal, group), profile
+
+    def _group(self, challenge_id: int, title: str, days: WeekDays, rng: random.Random) -> GroupEntry:
+        week_start, week_end = days.start, days.end
+        start = week_start - _DAYS_BEFORE[randint(rng, 0, 14)]
+        end = week_start + _LAST_SECOND_AFTER[randint(rng, 3, 20)]
+        window_start, window_end = max(start, week_start), min(end, week_end)
+        window_seconds = int((window_end - window_start).total_seconds())
+        count = choice(rng, self._submission_counts)
+        # Sorting the offsets sorts the times they make.
+        offsets = sorted([randint(rng, 0, window_seconds) for _ in range(count)])
+        submissions = tuple([(rng.random() < 0.85, window_start + timedelta(seconds=s)) for s in offsets])
+        return GroupEntry(challenge_id, title, start, end, submissions)
+
+
+# A group challenge starts up to two weeks before the week and ends 3 to 20 days into it, at its last second.
+_DAYS_BEFORE = tuple(timedelta(days=days) for days in range(15))
+_LAST_SECOND_AFTER = {days: timedelta(days=days, hours=23, minutes=59, seconds=59) for days in range(3, 21)}
 
 
 @lru_cache(maxsize=16)
@@ -141,26 +195,7 @@ def _parse_date(text: str) -> date:
     return date.fromisoformat(text)
 
 
-def _sample_group(
-    challenge_id: int,
-    title: str,
-    week_start: datetime,
-    week_end: datetime,
-    max_submissions: int,
-    rng: random.Random,
-) -> GroupEntry:
-    start = week_start - timedelta(days=rng.randint(0, 14))
-    end = week_start + timedelta(days=rng.randint(3, 20), hours=23, minutes=59, seconds=59)
-    window_start, window_end = max(start, week_start), min(end, week_end)
-    window_seconds = int((window_end - window_start).total_seconds())
-    count = rng.choice([0, 0, *range(1, max_submissions + 1)])
-    times = sorted(window_start + timedelta(seconds=rng.randint(0, window_seconds)) for _ in range(count))
-    submissions = tuple((rng.random() < 0.85, at) for at in times)
-    return GroupEntry(id=challenge_id, title=title, start=start, end=end, submissions=submissions)
-
-
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One thing the feedback must address."""
 
     title: str
@@ -174,16 +209,16 @@ def week_items(week: Week, habits: Mapping[str, bool]) -> dict[str, list[Item]]:
     for p in week.personal:
         items["success" if p.is_success else "failure"].append(Item(p.title, habits.get(p.title, True), 0))
     for g in week.group:
-        kind = "success" if g.successes else ("failure" if g.submissions else "idle")
-        items[kind].append(Item(g.title, habits.get(g.title, True), g.successes))
+        successes = g.successes
+        kind = "success" if successes else ("failure" if g.submissions else "idle")
+        items[kind].append(Item(g.title, habits.get(g.title, True), successes))
     return items
 
 
 Option = tuple[str, str, bool]  # (text, phrase source, names every item)
 
 
-@dataclass(frozen=True, eq=False)
-class Wording:
+class Wording(NamedTuple):
     """A phrase drawn from ``pool`` for ``slots``; the pool's shortest phrase is its fallback."""
 
     pool: Sequence[Phrase]
@@ -192,7 +227,7 @@ class Wording:
     names: bool  # the phrase names every item
 
     def render(self, phrase: Phrase) -> Option:
-        return render_phrase(phrase.text, **self.slots), str(phrase.source), self.names
+        return render_phrase_from(phrase.text, self.slots), phrase.source.text, self.names
 
     def options(self) -> list[Option]:
         """The drawn phrase, then the shortest one when that is another."""
@@ -200,7 +235,6 @@ class Wording:
         return [self.render(self.drawn)] + ([self.render(shortest)] if shortest is not self.drawn else [])
 
 
-@dataclass(frozen=True)
 class Part:
     """One sentence of the feedback in its possible wordings, most specific first.
 
@@ -209,10 +243,13 @@ class Part:
     the ``rng``, so when it happens does not change the result.
     """
 
-    kind: str
-    wordings: tuple[Wording, ...]
-    first: Option  # the first wording, rendered
-    _options: list[Option] = field(default_factory=list, compare=False, repr=False)  # filled when first asked
+    __slots__ = ("_options", "first", "kind", "wordings")
+
+    def __init__(self, kind: str, wordings: tuple[Wording, ...], first: Option) -> None:
+        self.kind = kind
+        self.wordings = wordings
+        self.first = first  # the first wording, rendered
+        self._options: list[Option] = []  # filled when first asked
 
     def options(self) -> list[Option]:
         """Every wording: for each drawn phrase, it and then its pool's shortest."""
@@ -232,8 +269,7 @@ def _part_of(kind: str, wordings: Sequence[Wording]) -> Part:
     return Part(kind, tuple(wordings), wordings[0].render(wordings[0].drawn))
 
 
-@dataclass(frozen=True)
-class FeedbackPlan:
+class FeedbackPlan(NamedTuple):
     text: str
     sources: list[str]
     covered: dict[str, dict[str, int]]  # kind -> {"named": n, "aggregated": n}
@@ -252,24 +288,27 @@ def plan_feedback(
     items = week_items(week, habits)
     parts = [_part(kind, found, pools, rng) for kind, found in items.items() if found]
     if not parts:
-        parts = [_single("empty", pools.feedback_phrases["empty_week"], rng, {})]
-    closing = _single("closing", pools.feedback_phrases["closing"], rng, {})
+        parts = [_single("empty", pools.feedback_phrases["empty_week"], rng)]
+    closing_pool = pools.feedback_phrases["closing"]
+    closing_phrase = closing_pool[rng.randrange(len(closing_pool))]
     layout = layouts[rng.randrange(len(layouts))]
     emoji = _emoji_by_kind(pools, rng)
     # Closing lines ("다음 주도 …") follow a week with a success; after an empty or all-missed week they ring false.
     wants_closing = bool(items["success"]) and rng.random() < (0.6 if len(parts) == 1 else 0.3)
+    # Rendered only when wanted (rendering draws nothing, so the rest of the stream is the same).
+    closing = render_phrase(closing_phrase.text) if wants_closing else ""
     levels = [0] * len(parts)
     while True:
         chosen = [part.at(level) for part, level in zip(parts, levels, strict=True)]
         # Whether the closing echoes the feedback matters only when a closing is wanted.
-        closing_fits = wants_closing and not _echoes(closing.first[0], [option[0] for option in chosen])
+        closing_fits = wants_closing and not _echoes(closing, [option[0] for option in chosen])
         for with_closing in (True, False) if closing_fits else (False,):
             sentences = [(part.kind, option[0]) for part, option in zip(parts, chosen, strict=True)]
             if with_closing:
-                sentences.append(("closing", closing.first[0]))
+                sentences.append(("closing", closing))
             text = _render(layout, sentences, emoji)
             if len(nfc(text)) <= limit:
-                sources = [option[1] for option in chosen] + ([closing.first[1]] if with_closing else [])
+                sources = [option[1] for option in chosen] + ([closing_phrase.source.text] if with_closing else [])
                 return FeedbackPlan(text, sources, _coverage(items, parts, chosen), f"feedback/{layout.name}")
         # Too long: the longest sentence that has a shorter wording gives way first (the first such on a
         # tie). Longest first, so the fallbacks of the shorter sentences are seldom worked out at all.
@@ -288,28 +327,36 @@ def plan_feedback(
 def _echoes(closing: str, sentences: Sequence[str]) -> bool:
     """A closing line that repeats a word of the feedback ("다음 주 … 다음 주도 …") reads as filler."""
     words = {w.strip(".,!?~") for s in sentences for w in s.split()}
-    return any(len(w.strip(".,!?~")) >= 2 and w.strip(".,!?~") in words for w in closing.split())
+    return any(word in words for word in _closing_words(closing))
+
+
+@lru_cache(maxsize=1024)
+def _closing_words(closing: str) -> tuple[str, ...]:
+    """The words of a closing line that may echo the feedback: two characters or more, punctuation stripped."""
+    return tuple(w.strip(".,!?~") for w in closing.split() if len(w.strip(".,!?~")) >= 2)
 
 
 def _part(kind: str, found: list[Item], pools: Pools, rng: random.Random) -> Part:
+    """The sentence for the items of one kind ("success", "failure" or "idle", also its phrase pools' prefix)."""
     phrases = pools.feedback_phrases
-    prefix = {"success": "success", "failure": "failure", "idle": "idle"}[kind]
-    count_word = {"count_word": COUNT_WORDS[min(len(found), len(COUNT_WORDS) - 1)]}
-    wordings: list[Wording] = []
-    if len(found) == 1:
+    if len(found) == 1:  # most weeks: one item of the kind, one wording (written out, it is the usual case)
         item = found[0]
         if kind == "success" and item.group_successes:
             pool = phrases["group_active"]
         elif kind == "success":
             pool = phrases["success_habit" if item.habit else "success_once"]
         else:
-            pool = phrases[prefix]
-        wordings.append(_wording(pool, rng, {"title": item.title, "count": item.group_successes}, names=True))
-    else:
-        if len(found) == 2:
-            pair = {"first": found[0].title, "second": found[1].title}
-            wordings.append(_wording(phrases[f"{prefix}_pair"], rng, pair, names=True))
-        wordings.append(_wording(phrases[f"{prefix}_many"], rng, count_word, names=False))
+            pool = phrases[kind]
+        drawn = pool[rng.randrange(len(pool))]
+        slots = {"title": item.title, "count": item.group_successes}
+        first = (render_phrase_from(drawn.text, slots), drawn.source.text, True)
+        return Part(kind, (Wording(pool, drawn, slots, True),), first)
+    wordings: list[Wording] = []
+    if len(found) == 2:
+        pair = {"first": found[0].title, "second": found[1].title}
+        wordings.append(_wording(phrases[f"{kind}_pair"], rng, pair, names=True))
+    count_word = {"count_word": COUNT_WORDS[min(len(found), len(COUNT_WORDS) - 1)]}
+    wordings.append(_wording(phrases[f"{kind}_many"], rng, count_word, names=False))
     return _part_of(kind, wordings)
 
 
@@ -329,10 +376,10 @@ def shortest_wording(texts: tuple[str, ...], slots: tuple[tuple[str, Any], ...])
     return min(range(len(texts)), key=lambda i: len(render_phrase(texts[i], **values)))
 
 
-def _single(kind: str, pool: Sequence[Phrase], rng: random.Random, slots: dict[str, Any]) -> Part:
-    """One phrase drawn from ``pool``, with no shorter fallback."""
+def _single(kind: str, pool: Sequence[Phrase], rng: random.Random) -> Part:
+    """One phrase without slots drawn from ``pool``, with no shorter fallback."""
     phrase = pool[rng.randrange(len(pool))]
-    return _part_of(kind, [Wording((phrase,), phrase, slots, names=True)])
+    return _part_of(kind, [Wording((phrase,), phrase, {}, names=True)])
 
 
 def _emoji_by_kind(pools: Pools, rng: random.Random) -> dict[str, tuple[str, str]]:
@@ -341,10 +388,11 @@ def _emoji_by_kind(pools: Pools, rng: random.Random) -> dict[str, tuple[str, str
     chosen: dict[str, tuple[str, str]] = {}
     for kind, mood in MOODS.items():
         pool = pools.feedback_emoji[mood]
-        free = [e for e in pool if e not in used] or list(pool)
-        pair = rng.sample(free, 2) if len(free) >= 2 else [free[0], free[0]]
+        # A sample draws the same from a tuple as from a list of the same items.
+        free = pool if used.isdisjoint(pool) else ([e for e in pool if e not in used] or pool)
+        pair = sample_two(rng, free) if len(free) >= 2 else (free[0], free[0])
         used.update(pair)
-        chosen[kind] = (pair[0], pair[1])
+        chosen[kind] = pair
     return chosen
 
 

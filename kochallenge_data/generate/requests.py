@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from ..pool_files import TOPIC_GROUP
 from ..pools import Facet, MessageItem, Phrase, PoolChallenge, Pools
-from ..templates import phrase_slots, render_phrase
+from ..templates import phrase_slots, render_phrase, render_phrase_from
+from .draws import choice
 from .selection import Licence, MatchMasks, RuleMasks, licence_for
 
 SPEECH_LEVELS = ("banmal", "jondaemal")
@@ -23,9 +27,8 @@ SPEECH_LEVELS = ("banmal", "jondaemal")
 COMPOSE_TRIES = 6
 
 
-@dataclass(frozen=True)
-class Request:
-    """What a user typed and the facets it states (the first is the main one)."""
+class Request(NamedTuple):
+    """What a user typed and the facets it states (the first is the main one); one per free-text record."""
 
     text: str
     facets: tuple[Facet, ...]
@@ -44,11 +47,11 @@ Deal = Callable[[str, Callable[[], Sequence[Any]]], Any]
 
 @dataclass(frozen=True)
 class AllowedSet:
-    """The challenges one licence allows: as a mask, as a list in pool order, and where each sits in that list."""
+    """The challenges one licence allows: as a mask, and as a list in pool order with each one's pool position."""
 
     mask: int
     challenges: list[PoolChallenge]
-    index_of: dict[int, int]  # pool position -> index in ``challenges``
+    at: npt.NDArray[np.intp]  # the pool position of each of ``challenges``
 
 
 class FitIndex:
@@ -60,6 +63,7 @@ class FitIndex:
         self._meets = {f.key: matches.meets_mask(f) for f in pools.facets}
         self._rules = RuleMasks(pools.challenges)
         self._allowed: dict[Licence, int] = {}
+        self._meets_bits: dict[str, npt.NDArray[np.bool_]] = {}
         self._allowed_sets: dict[Licence, AllowedSet] = {}
         # Composing a request asks again and again about the same few facet combinations.
         self._count_by_facet_keys: dict[tuple[str, ...], int] = {}
@@ -74,6 +78,13 @@ class FitIndex:
         """Challenges that meet ``facet`` (:func:`~.selection.meets`, as a mask)."""
         return self._meets[facet.key]
 
+    def meets_bits(self, facet: Facet) -> npt.NDArray[np.bool_]:
+        """:meth:`meets_mask` as one flag per pool position (computed once per facet)."""
+        found = self._meets_bits.get(facet.key)
+        if found is None:
+            found = self._meets_bits[facet.key] = mask_bits(self._meets[facet.key], len(self.pools.challenges))
+        return found
+
     def allowed_set(self, licence: Licence) -> AllowedSet:
         """:meth:`allowed_mask` with its challenges listed (computed once per licence)."""
         found = self._allowed_sets.get(licence)
@@ -81,12 +92,12 @@ class FitIndex:
             mask = self.allowed_mask(licence)
             at = positions(mask)
             challenges = [self.pools.challenges[i] for i in at]
-            found = self._allowed_sets[licence] = AllowedSet(mask, challenges, {p: i for i, p in enumerate(at)})
+            found = self._allowed_sets[licence] = AllowedSet(mask, challenges, np.array(at, dtype=np.intp))
         return found
 
     def count(self, facets: Sequence[Facet]) -> int:
         """Challenges allowed by the facets' licence that meet every one of them."""
-        keys = tuple(f.key for f in facets)
+        keys = tuple([f.key for f in facets])
         found = self._count_by_facet_keys.get(keys)
         if found is None:
             mask = self.allowed_mask(licence_for(facets))
@@ -97,7 +108,9 @@ class FitIndex:
 
 
 def positions(mask: int) -> list[int]:
-    """The set bits of ``mask``, lowest first."""
+    """The set bits of ``mask`` (not negative), lowest first."""
+    if mask.bit_length() > FEW_BITS:
+        return np.flatnonzero(mask_bits(mask, mask.bit_length())).tolist()
     bits = bin(mask)[:1:-1]  # lowest bit first; str.find skips the zeros in C
     found = []
     at = bits.find("1")
@@ -105,6 +118,16 @@ def positions(mask: int) -> list[int]:
         found.append(at)
         at = bits.find("1", at + 1)
     return found
+
+
+# Up to this many bits a mask is read in a Python loop; beyond, numpy unpacks it faster.
+FEW_BITS = 64
+
+
+def mask_bits(mask: int, size: int) -> npt.NDArray[np.bool_]:
+    """The lowest ``size`` bits of ``mask`` (not negative), one flag per bit, lowest first."""
+    data = mask.to_bytes((max(size, mask.bit_length()) + 7) // 8, "little")
+    return np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[:size].astype(np.bool_)
 
 
 def from_message(message: MessageItem, pools: Pools) -> Request:
@@ -121,6 +144,8 @@ class Composer:
     deal: Deal
     fit: FitIndex
     needed: int = 3
+    # The deck of frames per speech level and slot set, named once (the name spells the sorted slots).
+    _frame_decks: dict[tuple[str, frozenset[str]], str] = field(default_factory=dict)
 
     def draw(self) -> Request:
         shape = self.pools.request_shape
@@ -129,7 +154,7 @@ class Composer:
         main = self._main_facet()
         facets = [main]
         if main.group != TOPIC_GROUP and self.rng.random() < shape.second_facet_share:
-            facets = self._add(facets, "facet:second", lambda f: f.group not in {x.group for x in facets})
+            facets = self._add(facets, "facet:second", lambda f: f.group != main.group)
         if main.group != TOPIC_GROUP and self.rng.random() < shape.topic_share:
             facets = self._add(facets, "facet:topic", lambda f: f.group == TOPIC_GROUP)
         return self._render(facets)
@@ -147,38 +172,45 @@ class Composer:
         )
 
     def _add(self, facets: list[Facet], deck: str, fits: Callable[[Facet], bool]) -> list[Facet]:
+        keys = [f.key for f in facets]  # facet keys are unique: a key already there is the same facet
         for _ in range(COMPOSE_TRIES):
-            candidate: Facet = self.deal(deck, lambda: self.pools.facets)
+            candidate: Facet = self.deal(deck, self._every_facet)
             if (
                 fits(candidate)
-                and candidate not in facets
-                and not any(_clash(candidate, f) for f in facets)
+                and candidate.key not in keys
+                and not _clashes(candidate, facets)
                 and self.fit.count([*facets, candidate]) >= self.needed
             ):
                 return [*facets, candidate]
         return facets
+
+    def _every_facet(self) -> tuple[Facet, ...]:
+        return self.pools.facets
 
     def _question(self) -> Request:
         facet: Facet = self.deal(
             "question:topic",
             lambda: [f for f in self.pools.facets if f.group == TOPIC_GROUP and self.pools.about.get(f.category or "")],
         )
-        level = self.rng.choice(SPEECH_LEVELS)
+        level = choice(self.rng, SPEECH_LEVELS)
         frame: Phrase = self.deal(f"frame:question_{level}", lambda: self.pools.frames[f"question_{level}"])
         text = render_phrase(frame.text, name=facet.key)
         return Request(text, (facet,), True, "composed", (str(frame.source),))
 
     def _render(self, facets: list[Facet]) -> Request:
-        level = self.rng.choice(SPEECH_LEVELS)
+        level = choice(self.rng, SPEECH_LEVELS)
         needs = [f for f in facets if f.group != TOPIC_GROUP]
-        topic_facet = next((f for f in facets if f.group == TOPIC_GROUP), None)
+        topic_facet = next((f for f in facets if f.group == TOPIC_GROUP), None) if len(needs) < len(facets) else None
         roles = self._roles(needs)
         if roles is None:  # two needs that cannot share one sentence: keep the main one
             facets = [f for f in facets if f is needs[0] or f.group == TOPIC_GROUP]
             needs = needs[:1]
             roles = self._roles(needs) or {}
         slots = frozenset({*roles, "topic"})
-        frame: Phrase = self.deal(f"frame:{level}:{sorted(slots)}", lambda: _frames_with(self.pools, level, slots))
+        deck = self._frame_decks.get((level, slots))
+        if deck is None:
+            deck = self._frame_decks[(level, slots)] = f"frame:{level}:{sorted(slots)}"
+        frame: Phrase = self.deal(deck, lambda: _frames_with(self.pools, level, slots))
         values = {role: phrase.text for role, phrase in roles.items()}
         if topic_facet is not None:
             topics = self.pools.category_topics[topic_facet.category or ""]
@@ -186,8 +218,8 @@ class Composer:
         else:
             topic = self.deal("topic:generic", lambda: self.pools.topics)
         values["topic"] = topic.text
-        text = render_phrase(frame.text, **values)
-        sources = (str(frame.source), *(str(p.source) for p in roles.values()), str(topic.source))
+        text = render_phrase_from(frame.text, values)
+        sources = (frame.source.text, *[p.source.text for p in roles.values()], topic.source.text)
         return Request(text, tuple(facets), False, "composed", sources)
 
     def _roles(self, needs: Sequence[Facet]) -> dict[str, Phrase] | None:
@@ -196,7 +228,7 @@ class Composer:
             return {}
         if len(needs) == 1:
             forms = [role for role in ("reason", "want") if getattr(needs[0], role)]
-            role = self.rng.choice(forms)
+            role = choice(self.rng, forms)
             return {role: self._phrase(needs[0], role)}
         first, second = needs
         orders = [("reason", "want"), ("want", "reason")]
@@ -211,9 +243,9 @@ class Composer:
         return phrase
 
 
-def _clash(a: Facet, b: Facet) -> bool:
-    """Two facets that contradict each other (either side may declare it)."""
-    return b.key in a.conflicts or a.key in b.conflicts
+def _clashes(candidate: Facet, facets: Sequence[Facet]) -> bool:
+    """``candidate`` contradicts one of ``facets`` (either side of a pair may declare it)."""
+    return any(facet.key in candidate.conflicts or candidate.key in facet.conflicts for facet in facets)
 
 
 def _frames_with(pools: Pools, level: str, slots: frozenset[str]) -> tuple[Phrase, ...]:

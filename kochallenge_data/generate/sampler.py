@@ -13,15 +13,17 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from math import comb, perm
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
-from ..formats import format_recommendation
+import numpy as np
+
+from ..formats import _check_field, format_recommendation
 from ..models import Challenge, Recommendation, Task
 from ..pools import Facet, Phrase, PoolChallenge, Pools
 from ..templates import Template, Templates, phrase_slots, render_phrase
 from ..text import FEEDBACK_LIMIT
-from .feedback import plan_feedback, sample_week
-from .requests import Composer, FitIndex, Request, from_message, positions
+from .feedback import Profile, WeekSampler, plan_feedback
+from .requests import Composer, FitIndex, Request, from_message
 from .selection import (
     FitGroups,
     Licence,
@@ -61,9 +63,11 @@ class Deck(Generic[T]):
         return self._hand.pop()
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A rendered record before the checks, with what made it (for the metadata sidecar)."""
+class Candidate(NamedTuple):
+    """A rendered record before the checks, with what made it (for the metadata sidecar).
+
+    A named tuple: one is built per draw, and a frozen dataclass costs about twice as much to build.
+    """
 
     task: Task
     instruction: str
@@ -90,36 +94,38 @@ class RequestFit:
 
 
 def request_fit(facets: Sequence[Facet], fit: FitIndex) -> RequestFit:
-    """The challenges ``facets`` allow, grouped by :func:`.selection.request_score`, read from ``fit``'s masks."""
+    """The challenges ``facets`` allow, grouped by :func:`.selection.request_score`, read from ``fit``'s masks.
+
+    Worked out for all candidates at once with numpy: which facets each meets (bit ``j`` of its pattern for
+    ``facets[j]``) and its score, the main facet counting more than all the others together.
+    """
     allowed = fit.allowed_set(licence_for(facets))
     candidates = allowed.challenges
     if not facets:
         return RequestFit(candidates, flat_groups(candidates), ((),) * len(candidates))
-    reasons: list[tuple[str, ...]] = [()] * len(candidates)
-    by_score: dict[tuple[int, int], list[int]] = {}
-    # One mask per pattern of met facets (at most 2**3) instead of one test per candidate and facet.
-    for pattern in product((True, False), repeat=len(facets)):
-        mask = allowed.mask
-        for facet, met in zip(facets, pattern, strict=True):
-            mask &= fit.meets_mask(facet) if met else ~fit.meets_mask(facet)
-        if not mask:
-            continue
-        why = tuple(f.key for f, met in zip(facets, pattern, strict=True) if met)
-        indices = [allowed.index_of[at] for at in positions(mask)]
-        for i in indices:
-            reasons[i] = why
-        # request_score's (main met, others met); patterns with the same score share a group.
-        by_score.setdefault((int(pattern[0]), sum(pattern[1:])), []).extend(indices)
-    groups = tuple(tuple(sorted(by_score[score])) for score in sorted(by_score, reverse=True))
-    return RequestFit(candidates, groups, tuple(reasons))
+    pattern = np.zeros(len(candidates), dtype=np.int64)
+    score = np.zeros(len(candidates), dtype=np.int64)
+    for j, facet in enumerate(facets):
+        met = fit.meets_bits(facet)[allowed.at]
+        pattern |= met.astype(np.int64) << j
+        score += met * (len(facets) if j == 0 else 1)
+    codes = pattern.tolist()
+    why = {code: tuple(f.key for j, f in enumerate(facets) if code >> j & 1) for code in set(codes)}
+    reasons = tuple(map(why.__getitem__, codes))
+    # request_score's (main met, others met) in score's order; each group in candidate order.
+    groups = tuple(tuple(np.flatnonzero(score == s).tolist()) for s in sorted(set(score.tolist()), reverse=True))
+    return RequestFit(candidates, groups, reasons)
 
 
 @dataclass
 class Sampler:
     """Holds the decks that keep choices balanced; every draw goes through ``rng``.
 
-    It also caches what depends only on the pools (allowed candidates per licence, their fit per request
-    facet set, the bound/general split per base-info input, challenge lines): none of it draws from ``rng``.
+    It also caches what depends only on the pools and templates (allowed candidates per licence and per
+    weekly user, their fit per request facet set, the bound/general split per base-info input, challenge
+    lines and their formatted text, base-info inputs, phrases rendered with the few values they meet again
+    and again, the calendar of weeks): none of it draws from ``rng``, so caching changes no draw. Everything
+    cached is bounded by the pools, not by the number of records.
     """
 
     pools: Pools
@@ -137,7 +143,15 @@ class Sampler:
         default_factory=dict
     )
     _line_by_title_description: dict[tuple[str, str], Challenge] = field(default_factory=dict)
+    # (title, description) -> its line of a recommendation, once Challenge and format_recommendation accepted it.
+    _formatted_lines: dict[tuple[str, str], str] = field(default_factory=dict)
     _habits: dict[str, bool] | None = None
+    _weeks: WeekSampler | None = None
+    _category_names: dict[str, str] | None = None
+    # Rendering draws nothing, so a text rendered once for the same values is the text rendered again.
+    _rendered_phrases: dict[tuple[object, ...], str] = field(default_factory=dict)
+    _base_info_inputs: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    _allowed_by_profile: dict[tuple[str, str, str | None], list[PoolChallenge]] = field(default_factory=dict)
 
     @property
     def usage(self) -> LineUsage:
@@ -164,11 +178,33 @@ class Sampler:
             self._habits = {c.title: c.habit for c in self.pools.challenges}
         return self._habits
 
+    @property
+    def weeks(self) -> WeekSampler:
+        if self._weeks is None:
+            self._weeks = WeekSampler(self.pools)
+        return self._weeks
+
+    def allowed_for_profile(self, profile: Profile) -> list[PoolChallenge]:
+        """:meth:`allowed` for a weekly record's user, looked up by plain values (building its licence costs more)."""
+        key = (profile.location, profile.work_type, profile.season)
+        found = self._allowed_by_profile.get(key)
+        if found is None:
+            found = self._allowed_by_profile[key] = self.allowed(profile.licence)
+        return found
+
+    def category_name(self, key: str) -> str:
+        """:meth:`Pools.category_name`, looked up in a dict."""
+        if self._category_names is None:
+            self._category_names = {c.key: c.name for c in reversed(self.pools.categories)}  # the first wins
+        found = self._category_names.get(key)
+        return found if found is not None else self.pools.category_name(key)  # raises its KeyError
+
     def deck(self, name: str, items: Callable[[], Sequence[Any]]) -> Deck[Any]:
         """The named deck, built from ``items()`` the first time it is asked for."""
-        if name not in self._decks:
-            self._decks[name] = Deck(items(), self.rng)
-        return self._decks[name]
+        found = self._decks.get(name)
+        if found is None:
+            found = self._decks[name] = Deck(items(), self.rng)
+        return found
 
     def deal(self, name: str, items: Callable[[], Sequence[Any]]) -> Any:
         return self.deck(name, items).deal()
@@ -179,7 +215,7 @@ class Sampler:
 
     def request_fit(self, facets: Sequence[Facet]) -> RequestFit:
         """:func:`request_fit` for ``facets`` under their licence, computed once per facet set."""
-        keys = tuple(f.key for f in facets)
+        keys = tuple([f.key for f in facets])
         found = self._fit_by_facet_keys.get(keys)
         if found is None:
             found = request_fit(facets, self.fit)
@@ -209,14 +245,31 @@ class Sampler:
 
     def _picks(self, chosen: Sequence[PoolChallenge], reasons: Sequence[tuple[str, ...]]) -> list[Pick]:
         """Each chosen challenge with its least-used description and why it was chosen."""
-        usage = self.usage
-        picks = [Pick(c, usage.least_used(c, self.rng), why) for c, why in zip(chosen, reasons, strict=True)]
-        usage.add(picks)
-        return picks
+        take, rng = self.usage.take, self.rng
+        return [Pick(c, take(c, rng), why) for c, why in zip(chosen, reasons, strict=True)]
 
     def _recommendation(self, recommend: str, picks: Sequence[Pick]) -> str:
-        challenges = [self._line(p.challenge.title, p.description) for p in picks]
-        return format_recommendation(Recommendation(recommend=recommend, challenges=challenges))
+        keys = [(p.challenge.title, p.description) for p in picks]
+        lines = [self._formatted_lines.get(key) for key in keys]
+        if None in lines:
+            # A line not met before: the full model and format checks, which raise what a bad line or
+            # recommend sentence raises, in the same order.
+            challenges = [self._line(title, description) for title, description in keys]
+            text = format_recommendation(Recommendation(recommend=recommend, challenges=challenges))
+            self._formatted_lines.update(zip(keys, text.split("\n")[1:], strict=True))
+            return text
+        # Every line passed both checks before, so only the recommend sentence is left to check.
+        _check_field("recommend", recommend)
+        return "\n".join([recommend, *cast(list[str], lines)])
+
+    def _rendered(self, text: str, **values: str) -> str:
+        """:func:`render_phrase`, remembered per phrase and values: only for the few values a phrase meets
+        again and again (a base-info input's names, a category), so the memory stays small."""
+        key: tuple[object, ...] = (text, *values.items())
+        found = self._rendered_phrases.get(key)
+        if found is None:
+            found = self._rendered_phrases[key] = render_phrase(text, **values)
+        return found
 
     def _line(self, title: str, description: str) -> Challenge:
         """The validated challenge line, built once per (title, description): lines repeat by design."""
@@ -230,7 +283,7 @@ class Sampler:
         pools = self.pools
         triples = self.deck("base_info:input", lambda: base_info_inputs(pools, self.challenges_per_output))
         location, work_type, category = triples.deal()
-        name = pools.category_name(category)
+        name = self.category_name(category)
         specific, general = self.base_info_split(location, work_type, category)
         chosen = choose_base_info(
             specific, general, self.challenges_per_output, self.rng, self.usage, SPECIFIC_TWO_SHARE
@@ -238,9 +291,13 @@ class Sampler:
         picks = self._picks(chosen, [base_info_reasons(c) for c in chosen])
         reason = base_info_sentence_reason(picks)
         sentence: Phrase = self.deal(f"base_info:sentence:{reason}", lambda: pools.base_info_sentences[reason])
-        recommend = render_phrase(sentence.text, location=location, work_type=work_type, category=name)
+        recommend = self._rendered(sentence.text, location=location, work_type=work_type, category=name)
         instruction = self._instruction("base_info")
-        input_text = self.templates.base_info_input.render(location=location, work_type=work_type, category=name)
+        input_key = (location, work_type, name)
+        input_text = self._base_info_inputs.get(input_key)
+        if input_text is None:
+            input_text = self.templates.base_info_input.render(location=location, work_type=work_type, category=name)
+            self._base_info_inputs[input_key] = input_text
         return self._recommendation_candidate(
             "base_info",
             instruction,
@@ -252,7 +309,7 @@ class Sampler:
                 "work_type": work_type,
                 "category": category,
                 "template": self.templates.base_info_input.name,
-                "recommend": str(sentence.source),
+                "recommend": sentence.source.text,
                 "recommend_reason": reason,
             },
         )
@@ -260,7 +317,8 @@ class Sampler:
     def draw_free_text(self) -> Candidate:
         pools = self.pools
         if pools.messages and self.rng.random() < pools.request_shape.handwritten_share:
-            request = from_message(self.deal("free_text:message", lambda: pools.messages), pools)
+            # The deck holds each message's request (a deck deals positions, whatever the items are).
+            request: Request = self.deal("free_text:message", lambda: [from_message(m, pools) for m in pools.messages])
         else:
             request = self.composer.draw()
         facets = request.facets
@@ -304,17 +362,18 @@ class Sampler:
         meta: dict[str, Any],
     ) -> Candidate:
         """A recommendation record; its metadata says which pool items made it and why each pick is there."""
+        challenges = [p.challenge for p in picks]
         return Candidate(
-            task=task,
-            instruction=instruction.text,
-            input=input_text,
-            output=self._recommendation(recommend, picks),
-            key=(task, input_text, frozenset(p.challenge.title for p in picks)),
-            meta={
+            task,
+            instruction.text,
+            input_text,
+            self._recommendation(recommend, picks),
+            (task, input_text, frozenset([c.title for c in challenges])),
+            {
                 "task": task,
                 **meta,
-                "instruction": str(instruction.source),
-                "challenges": [str(p.challenge.source) for p in picks],
+                "instruction": instruction.source.text,
+                "challenges": [c.source.text for c in challenges],
                 "why": [list(p.reasons) for p in picks],
             },
         )
@@ -327,29 +386,29 @@ class Sampler:
         if request.question and main is not None and main.category and pools.about.get(main.category):
             about: Phrase = self.deal(f"about:{main.category}", lambda: pools.about[main.category or ""])
             lead: Phrase = self.deal("reply:question", lambda: pools.free_text_replies["question"])
-            return f"{about.text} {render_phrase(lead.text)}", f"{about.source} + {lead.source}", "question"
+            return f"{about.text} {self._rendered(lead.text)}", f"{about.source} + {lead.source}", "question"
         if main is not None and all(main.key in p.reasons for p in picks):
             phrases = pools.replies_for(main)
             if phrases:
                 phrase: Phrase = self.deal(f"reply:{main.key}", lambda: phrases)
-                name = pools.category_name(main.category) if main.category else ""
-                return render_phrase(phrase.text, category=name), str(phrase.source), "facet"
+                name = self.category_name(main.category) if main.category else ""
+                return self._rendered(phrase.text, category=name), phrase.source.text, "facet"
         general: Phrase = self.deal("reply:general", lambda: pools.free_text_replies["general"])
-        return render_phrase(general.text), str(general.source), "general"
+        return self._rendered(general.text), general.source.text, "general"
 
     def draw_feedback(self) -> Candidate:
         pools = self.pools
-        week, profile = sample_week(pools, self.rng, self.allowed)
+        week, profile = self.weeks.draw(self.rng, self.allowed_for_profile)
         layouts: Sequence[Template] = self.templates.feedback_layouts
         plan = plan_feedback(week, pools, self.rng, layouts, self.feedback_limit, self.habits)
         instruction = self._instruction("feedback")
         return Candidate(
-            task="feedback",
-            instruction=instruction.text,
-            input=week.to_json(),
-            output=plan.text,
-            key=("feedback", week.signature(), plan.text),
-            meta={
+            "feedback",
+            instruction.text,
+            week.to_json(),
+            plan.text,
+            ("feedback", week.signature(), plan.text),
+            {
                 "task": "feedback",
                 "location": profile.location,
                 "work_type": profile.work_type,
@@ -358,7 +417,7 @@ class Sampler:
                 "group": len(week.group),
                 "covered": plan.covered,
                 "template": plan.layout,
-                "instruction": str(instruction.source),
+                "instruction": instruction.source.text,
                 "phrases": plan.sources,
             },
         )

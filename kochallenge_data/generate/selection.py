@@ -12,12 +12,15 @@ Every pick carries the reasons it was chosen, so the metadata sidecar can say wh
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat, starmap
+from typing import NamedTuple
 
 from ..pools import Facet, PoolChallenge
+from .draws import choice
 
 # Until this many lines were dealt, no line counts as over its share (early shares are noise).
 LINE_CAP_FLOOR = 8
@@ -180,9 +183,11 @@ def _holds(challenge: PoolChallenge, name: str, values: frozenset[str]) -> bool:
     return not values.isdisjoint(challenge.values(name))
 
 
-@dataclass(frozen=True)
-class Pick:
-    """A chosen challenge, the description it is shown with, and why it was chosen."""
+class Pick(NamedTuple):
+    """A chosen challenge, the description it is shown with, and why it was chosen.
+
+    A named tuple: every recommendation makes three, and a frozen dataclass costs twice as much to build.
+    """
 
     challenge: PoolChallenge
     description: str
@@ -225,15 +230,44 @@ class LineUsage:
 
     def add(self, picks: Sequence[Pick]) -> None:
         for pick in picks:
-            challenge = pick.challenge
-            counts = self.by_title.get(challenge.title)
-            if counts is None:
-                counts = self.by_title[challenge.title] = [0] * len(challenge.descriptions)
-            counts[challenge.descriptions.index(pick.description)] += 1
-            lowest = min(counts)
-            self.lowest[challenge.title] = lowest
-            self.highest_lowest = max(self.highest_lowest, lowest)
+            self._count(pick.challenge, pick.description)
         self.total += len(picks)
+
+    def take(self, challenge: PoolChallenge, rng: random.Random) -> str:
+        """:meth:`least_used`, counted at once: the same draw and counts as ``least_used`` then ``add`` of the
+        pick, one challenge at a time (a pick's counts never change another challenge's least-used line).
+
+        Every recommendation takes three lines, so the two steps are written out here in one pass.
+        """
+        title, descriptions = challenge.title, challenge.descriptions
+        counts = self.by_title.get(title)
+        if counts is None:
+            counts = self.by_title[title] = [0] * len(descriptions)
+            low, ties = 0, len(counts)
+        else:
+            low = min(counts)
+            ties = counts.count(low)
+        if ties == 1:  # no tie, so no draw
+            description = descriptions[counts.index(low)]
+        else:
+            description = descriptions[choice(rng, [i for i, n in enumerate(counts) if n == low])]  # as rng.choice
+        counts[descriptions.index(description)] += 1
+        lowest = low if ties > 1 else min(counts)  # a tie's other lines still hold the lowest count
+        self.lowest[title] = lowest
+        if lowest > self.highest_lowest:
+            self.highest_lowest = lowest
+        self.total += 1
+        return description
+
+    def _count(self, challenge: PoolChallenge, description: str) -> None:
+        counts = self.by_title.get(challenge.title)
+        if counts is None:
+            counts = self.by_title[challenge.title] = [0] * len(challenge.descriptions)
+        counts[challenge.descriptions.index(description)] += 1
+        lowest = min(counts)
+        self.lowest[challenge.title] = lowest
+        if lowest > self.highest_lowest:
+            self.highest_lowest = lowest
 
 
 Score = Callable[[PoolChallenge], tuple[int, ...]]
@@ -295,6 +329,13 @@ def choose_grouped(
     draws = list(starmap(rng.random, repeat((), len(candidates))))  # one rng.random() per candidate, looped in C
     check_caps = usage.any_capped(cap)
     chosen: list[int] = []
+    if not check_caps and len(groups) == 1:  # one group, no line capped: the lowest draws of it (most choices)
+        group = groups[0]
+        if count <= 0:
+            return chosen
+        if len(group) < FEW_OF_MANY:
+            return sorted(group, key=draws.__getitem__)[:count]
+        return lowest_draws(group, draws, count)
     for group in groups:
         tiers: Sequence[Sequence[int]] = (group,)
         if check_caps:
@@ -307,8 +348,31 @@ def choose_grouped(
             needed = count - len(chosen)
             if needed <= 0:
                 return chosen
-            chosen += sorted(tier, key=draws.__getitem__)[:needed]
+            chosen += lowest_draws(tier, draws, needed)
     return chosen
+
+
+# From this many candidates on, the few lowest draws are found faster without sorting them all.
+FEW_OF_MANY = 160
+
+
+def lowest_draws(tier: Sequence[int], draws: list[float], needed: int) -> list[int]:
+    """The first ``needed`` of ``tier`` (indices in increasing order) stably sorted by ``draws``.
+
+    A free-text request often allows hundreds of candidates for three picks, and sorting them all costs
+    more than drawing their tie-breakers. The ``needed`` lowest values come from a heap instead, and each is
+    found at its first place in the tier after the one before it of the same value: the stable sort's order.
+    """
+    if len(tier) < FEW_OF_MANY or needed >= len(tier):
+        return sorted(tier, key=draws.__getitem__)[:needed]
+    values = draws if isinstance(tier, range) and tier == range(len(draws)) else [draws[i] for i in tier]
+    found: list[int] = []
+    previous, at = None, -1
+    for value in heapq.nsmallest(needed, values):
+        at = values.index(value, at + 1) if value == previous else values.index(value)
+        found.append(tier[at])
+        previous = value
+    return found
 
 
 def flat_groups(candidates: Sequence[PoolChallenge]) -> FitGroups:
