@@ -26,11 +26,11 @@ LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•·]|#+)\s*")
 
 def format_recommendation(recommendation: Recommendation) -> str:
     """Render a recommendation in newline format; raise FormatError if it cannot round-trip."""
-    _check_field("recommend", recommendation.recommend)
+    check_field("recommend", recommendation.recommend)
     lines = [recommendation.recommend]
     for number, challenge in enumerate(recommendation.challenges, start=1):
-        _check_field(f"challenge {number} title", challenge.title)
-        _check_field(f"challenge {number} description", challenge.description)
+        check_field(f"challenge {number} title", challenge.title)
+        check_field(f"challenge {number} description", challenge.description)
         if LIST_MARKER.match(challenge.title):
             raise FormatError(f"challenge {number} title starts with a list marker: {challenge.title!r}")
         lines.append(f"{challenge.title}{SEPARATOR}{challenge.description}")
@@ -46,7 +46,9 @@ def parse_recommendation(text: str, expected_challenges: int | None = None) -> R
     return recommendation
 
 
-def _check_field(name: str, value: str) -> None:
+def check_field(name: str, value: str) -> None:
+    """FormatError unless ``value`` can stand as one field of the newline format (the sampler checks its
+    recommend sentences with it)."""
     if not value:
         raise FormatError(f"{name} is empty")
     if "\n" in value or "\r" in value:

@@ -17,7 +17,7 @@ from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 import numpy as np
 
-from ..formats import _check_field, format_recommendation
+from ..formats import check_field, format_recommendation
 from ..models import Challenge, Recommendation, Task
 from ..pools import Facet, Phrase, PoolChallenge, Pools
 from ..templates import Template, Templates, phrase_slots, render_phrase
@@ -259,7 +259,7 @@ class Sampler:
             self._formatted_lines.update(zip(keys, text.split("\n")[1:], strict=True))
             return text
         # Every line passed both checks before, so only the recommend sentence is left to check.
-        _check_field("recommend", recommend)
+        check_field("recommend", recommend)
         return "\n".join([recommend, *cast(list[str], lines)])
 
     def _rendered(self, text: str, **values: str) -> str:
