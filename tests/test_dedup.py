@@ -187,3 +187,15 @@ def test_batched_fingerprints_are_the_single_ones(texts: list[str]) -> None:
         assert item.key == single.key
         assert np.array_equal(item.grams, single.grams) and np.array_equal(item.signature, single.signature)
         assert np.array_equal(item.grams, shingles(text))
+
+
+_gram_arrays = st.lists(st.integers(0, 40), min_size=1, max_size=30).map(
+    lambda v: np.unique(np.array(v, dtype=np.uint64))
+)
+
+
+@given(_gram_arrays, st.lists(_gram_arrays, min_size=1, max_size=8))
+def test_jaccard_of_many_is_the_pairwise_figure_to_the_bit(grams: np.ndarray, others: list[np.ndarray]) -> None:
+    from kochallenge_data.checks.dedup import jaccard_many, sorted_jaccard
+
+    assert jaccard_many(grams, others).tolist() == [sorted_jaccard(grams, other) for other in others]
