@@ -164,10 +164,12 @@ class Pools:
     files: tuple[Path, ...] = field(default=())
 
     def category_name(self, key: str) -> str:
-        for category in self.categories:
-            if category.key == key:
-                return category.name
-        raise KeyError(key)
+        return self._category_names[key]  # a KeyError for an unknown key
+
+    @cached_property
+    def _category_names(self) -> dict[str, str]:
+        """Category key -> name; the first category with a key wins. Every draw names its category."""
+        return {category.key: category.name for category in reversed(self.categories)}
 
     def facet(self, key: str) -> Facet:
         for facet in self.facets:

@@ -148,21 +148,9 @@ def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
     return inter / union if union else 1.0
 
 
-def sorted_jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact Jaccard similarity of two sorted arrays of distinct values (the same figure as :func:`jaccard`)."""
-    if len(a) > len(b):
-        a, b = b, a
-    if not len(a):
-        return 1.0 if not len(b) else 0.0
-    at = np.searchsorted(b, a)
-    at[at == len(b)] = 0
-    inter = int(np.count_nonzero(b[at] == a))
-    return inter / (len(a) + len(b) - inter)
-
-
 def jaccard_many(grams: np.ndarray, others: Sequence[np.ndarray]) -> np.ndarray:
-    """:func:`sorted_jaccard` of ``grams`` with each of ``others`` (all sorted and distinct, none empty), in a few
-    numpy calls instead of a few per pair: the same integers, so the same floats."""
+    """:func:`jaccard` of ``grams`` with each of ``others``, for sorted arrays of distinct values (none empty: a
+    text's shingles never are), in a few numpy calls for all the pairs: the same integers, so the same floats."""
     lengths = np.array([len(other) for other in others], dtype=np.int64)
     flat = np.concatenate(others)
     at = np.searchsorted(grams, flat)

@@ -104,13 +104,6 @@ def seasons_of(day: date, season_months: Mapping[str, Sequence[int]]) -> list[st
     return [season for season, months in season_months.items() if day.month in months]
 
 
-def sample_week(
-    pools: Pools, rng: random.Random, allowed_for: Callable[[Licence], Sequence[PoolChallenge]]
-) -> tuple[Week, Profile]:
-    """A realistic week: 0-3 personal and 0-2 group challenges that fit one user, dates inside one week."""
-    return WeekSampler(pools).draw(rng, lambda profile: allowed_for(profile.licence))
-
-
 @dataclass(frozen=True)
 class WeekDays:
     """One week a record may fall in: its first and last second, and the seasons of its middle day."""
@@ -122,7 +115,8 @@ class WeekDays:
 
 @dataclass
 class WeekSampler:
-    """:func:`sample_week` with what depends only on the pools worked out once per build, not once per week.
+    """Realistic weeks: 0-3 personal and 0-2 group challenges that fit one user, dates inside one week. What
+    depends only on the pools is worked out once per build, not once per week.
 
     The calendar is filled lazily, a week the first time it is drawn, so a bad date fails at the same draw
     as it would without the cache. Nothing here draws from the ``rng``.
@@ -339,7 +333,7 @@ def _closing_words(closing: str) -> tuple[str, ...]:
 def _part(kind: str, found: list[Item], pools: Pools, rng: random.Random) -> Part:
     """The sentence for the items of one kind ("success", "failure" or "idle", also its phrase pools' prefix)."""
     phrases = pools.feedback_phrases
-    if len(found) == 1:  # most weeks: one item of the kind, one wording (written out, it is the usual case)
+    if len(found) == 1:
         item = found[0]
         if kind == "success" and item.group_successes:
             pool = phrases["group_active"]
@@ -347,10 +341,7 @@ def _part(kind: str, found: list[Item], pools: Pools, rng: random.Random) -> Par
             pool = phrases["success_habit" if item.habit else "success_once"]
         else:
             pool = phrases[kind]
-        drawn = pool[rng.randrange(len(pool))]
-        slots = {"title": item.title, "count": item.group_successes}
-        first = (render_phrase_from(drawn.text, slots), drawn.source.text, True)
-        return Part(kind, (Wording(pool, drawn, slots, True),), first)
+        return _part_of(kind, [_wording(pool, rng, {"title": item.title, "count": item.group_successes}, True)])
     wordings: list[Wording] = []
     if len(found) == 2:
         pair = {"first": found[0].title, "second": found[1].title}

@@ -47,9 +47,8 @@ Deal = Callable[[str, Callable[[], Sequence[Any]]], Any]
 
 @dataclass(frozen=True)
 class AllowedSet:
-    """The challenges one licence allows: as a mask, and as a list in pool order with each one's pool position."""
+    """The challenges one licence allows, as a list in pool order with each one's pool position."""
 
-    mask: int
     challenges: list[PoolChallenge]
     at: npt.NDArray[np.intp]  # the pool position of each of ``challenges``
 
@@ -74,12 +73,8 @@ class FitIndex:
             self._allowed[licence] = self._rules.allowed_mask(licence)
         return self._allowed[licence]
 
-    def meets_mask(self, facet: Facet) -> int:
-        """Challenges that meet ``facet`` (:func:`~.selection.meets`, as a mask)."""
-        return self._meets[facet.key]
-
     def meets_bits(self, facet: Facet) -> npt.NDArray[np.bool_]:
-        """:meth:`meets_mask` as one flag per pool position (computed once per facet)."""
+        """Which challenges meet ``facet`` (:func:`~.selection.meets`), one flag per pool position (once per facet)."""
         found = self._meets_bits.get(facet.key)
         if found is None:
             found = self._meets_bits[facet.key] = mask_bits(self._meets[facet.key], len(self.pools.challenges))
@@ -92,7 +87,7 @@ class FitIndex:
             mask = self.allowed_mask(licence)
             at = positions(mask)
             challenges = [self.pools.challenges[i] for i in at]
-            found = self._allowed_sets[licence] = AllowedSet(mask, challenges, np.array(at, dtype=np.intp))
+            found = self._allowed_sets[licence] = AllowedSet(challenges, np.array(at, dtype=np.intp))
         return found
 
     def count(self, facets: Sequence[Facet]) -> int:

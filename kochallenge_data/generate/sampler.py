@@ -123,7 +123,7 @@ class Sampler:
 
     It also caches what depends only on the pools and templates (allowed candidates per licence and per
     weekly user, their fit per request facet set, the bound/general split per base-info input, challenge
-    lines and their formatted text, base-info inputs, phrases rendered with the few values they meet again
+    lines as formatted, base-info inputs, phrases rendered with the few values they meet again
     and again, the calendar of weeks): none of it draws from ``rng``, so caching changes no draw. Everything
     cached is bounded by the pools, not by the number of records.
     """
@@ -142,12 +142,10 @@ class Sampler:
     _split_by_base_info: dict[tuple[str, str, str], tuple[list[PoolChallenge], list[PoolChallenge]]] = field(
         default_factory=dict
     )
-    _line_by_title_description: dict[tuple[str, str], Challenge] = field(default_factory=dict)
     # (title, description) -> its line of a recommendation, once Challenge and format_recommendation accepted it.
     _formatted_lines: dict[tuple[str, str], str] = field(default_factory=dict)
     _habits: dict[str, bool] | None = None
     _weeks: WeekSampler | None = None
-    _category_names: dict[str, str] | None = None
     # Rendering draws nothing, so a text rendered once for the same values is the text rendered again.
     _rendered_phrases: dict[tuple[object, ...], str] = field(default_factory=dict)
     _base_info_inputs: dict[tuple[str, str, str], str] = field(default_factory=dict)
@@ -191,13 +189,6 @@ class Sampler:
         if found is None:
             found = self._allowed_by_profile[key] = self.allowed(profile.licence)
         return found
-
-    def category_name(self, key: str) -> str:
-        """:meth:`Pools.category_name`, looked up in a dict."""
-        if self._category_names is None:
-            self._category_names = {c.key: c.name for c in reversed(self.pools.categories)}  # the first wins
-        found = self._category_names.get(key)
-        return found if found is not None else self.pools.category_name(key)  # raises its KeyError
 
     def deck(self, name: str, items: Callable[[], Sequence[Any]]) -> Deck[Any]:
         """The named deck, built from ``items()`` the first time it is asked for."""
@@ -254,7 +245,7 @@ class Sampler:
         if None in lines:
             # A line not met before: the full model and format checks, which raise what a bad line or
             # recommend sentence raises, in the same order.
-            challenges = [self._line(title, description) for title, description in keys]
+            challenges = [Challenge(title=title, description=description) for title, description in keys]
             text = format_recommendation(Recommendation(recommend=recommend, challenges=challenges))
             self._formatted_lines.update(zip(keys, text.split("\n")[1:], strict=True))
             return text
@@ -271,19 +262,11 @@ class Sampler:
             found = self._rendered_phrases[key] = render_phrase(text, **values)
         return found
 
-    def _line(self, title: str, description: str) -> Challenge:
-        """The validated challenge line, built once per (title, description): lines repeat by design."""
-        key = (title, description)
-        line = self._line_by_title_description.get(key)
-        if line is None:
-            line = self._line_by_title_description[key] = Challenge(title=title, description=description)
-        return line
-
     def draw_base_info(self) -> Candidate:
         pools = self.pools
         triples = self.deck("base_info:input", lambda: base_info_inputs(pools, self.challenges_per_output))
         location, work_type, category = triples.deal()
-        name = self.category_name(category)
+        name = pools.category_name(category)
         specific, general = self.base_info_split(location, work_type, category)
         chosen = choose_base_info(
             specific, general, self.challenges_per_output, self.rng, self.usage, SPECIFIC_TWO_SHARE
@@ -391,7 +374,7 @@ class Sampler:
             phrases = pools.replies_for(main)
             if phrases:
                 phrase: Phrase = self.deal(f"reply:{main.key}", lambda: phrases)
-                name = self.category_name(main.category) if main.category else ""
+                name = pools.category_name(main.category) if main.category else ""
                 return self._rendered(phrase.text, category=name), phrase.source.text, "facet"
         general: Phrase = self.deal("reply:general", lambda: pools.free_text_replies["general"])
         return self._rendered(general.text), general.source.text, "general"

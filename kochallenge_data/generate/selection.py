@@ -218,7 +218,7 @@ class LineUsage:
             if counts.count(low) == 1:  # no tie, so no draw
                 return challenge.descriptions[counts.index(low)]
             choices = [d for d, n in zip(challenge.descriptions, counts, strict=True) if n == low]
-        return choices[0] if len(choices) == 1 else rng.choice(choices)
+        return choices[0] if len(choices) == 1 else choice(rng, choices)
 
     def capped(self, challenge: PoolChallenge, cap: float) -> bool:
         """Every line of the challenge already holds its share."""
@@ -234,28 +234,9 @@ class LineUsage:
         self.total += len(picks)
 
     def take(self, challenge: PoolChallenge, rng: random.Random) -> str:
-        """:meth:`least_used`, counted at once: the same draw and counts as ``least_used`` then ``add`` of the
-        pick, one challenge at a time (a pick's counts never change another challenge's least-used line).
-
-        Every recommendation takes three lines, so the two steps are written out here in one pass.
-        """
-        title, descriptions = challenge.title, challenge.descriptions
-        counts = self.by_title.get(title)
-        if counts is None:
-            counts = self.by_title[title] = [0] * len(descriptions)
-            low, ties = 0, len(counts)
-        else:
-            low = min(counts)
-            ties = counts.count(low)
-        if ties == 1:  # no tie, so no draw
-            description = descriptions[counts.index(low)]
-        else:
-            description = descriptions[choice(rng, [i for i, n in enumerate(counts) if n == low])]  # as rng.choice
-        counts[descriptions.index(description)] += 1
-        lowest = low if ties > 1 else min(counts)  # a tie's other lines still hold the lowest count
-        self.lowest[title] = lowest
-        if lowest > self.highest_lowest:
-            self.highest_lowest = lowest
+        """:meth:`least_used`, counted at once (:meth:`add` of that one pick): every recommendation line."""
+        description = self.least_used(challenge, rng)
+        self._count(challenge, description)
         self.total += 1
         return description
 
@@ -329,13 +310,6 @@ def choose_grouped(
     draws = list(starmap(rng.random, repeat((), len(candidates))))  # one rng.random() per candidate, looped in C
     check_caps = usage.any_capped(cap)
     chosen: list[int] = []
-    if not check_caps and len(groups) == 1:  # one group, no line capped: the lowest draws of it (most choices)
-        group = groups[0]
-        if count <= 0:
-            return chosen
-        if len(group) < FEW_OF_MANY:
-            return sorted(group, key=draws.__getitem__)[:count]
-        return lowest_draws(group, draws, count)
     for group in groups:
         tiers: Sequence[Sequence[int]] = (group,)
         if check_caps:
