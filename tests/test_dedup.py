@@ -5,8 +5,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kochallenge_data.checks.dedup import (
+    HASHES,
     DuplicateIndex,
+    GramStore,
     SortedRuns,
+    agreeing_hashes,
     fingerprint,
     fingerprint_batch,
     jaccard,
@@ -158,6 +161,48 @@ def test_sorted_runs_hold_every_pair(pairs: list[tuple[int, int]], every: int) -
     for key in range(41):
         assert sorted(runs.values(np.array([key], dtype=np.uint32))) == sorted(expected.get(key, []))
     assert len(runs) == len(pairs)
+    # The flat form of the same lookup: every (needle, value) pair the runs hold, for needles in any order.
+    runs.flush()
+    needles = np.array([key for key, _ in pairs[::3]] + [41, 0], dtype=np.uint32)
+    at, values = runs.pairs_in_runs(needles)
+    found = sorted(zip(at.tolist(), values.tolist(), strict=True))
+    wanted = sorted((k, v) for k, key in enumerate(needles.tolist()) for v in expected.get(key, []))
+    assert found == wanted
+
+
+def _stored_form(values: list[int]) -> np.ndarray:
+    row = np.zeros(-(-HASHES // 8) * 8, dtype=np.uint8)
+    row[:HASHES] = values
+    return row
+
+
+_signature_rows = st.lists(st.integers(0, 3), min_size=HASHES, max_size=HASHES)
+
+
+@given(st.lists(_signature_rows, min_size=1, max_size=10), _signature_rows)
+def test_agreeing_hashes_counts_equal_bytes(rows: list[list[int]], other: list[int]) -> None:
+    stored = np.array([_stored_form(row) for row in rows])
+    query = _stored_form(other)
+    expected = [sum(a == b for a, b in zip(row, other, strict=True)) for row in rows]
+    assert agreeing_hashes(stored, query).tolist() == expected
+    assert agreeing_hashes(stored, np.array([query] * len(rows))).tolist() == expected
+
+
+@given(st.lists(st.integers(0, 30), max_size=40), st.integers(1, 6), st.integers(8, 400))
+def test_gram_store_extend_is_append_one_by_one(sizes: list[int], groups: int, memory: int) -> None:
+    # Groups of consecutive items, stored with one extend each, wherever the memory limit falls.
+    items = [np.arange(n, dtype=np.uint64) * 7 + k for k, n in enumerate(sizes)]
+    one_by_one, extended = GramStore(memory), GramStore(memory)
+    one_by_one._memory_limit = extended._memory_limit = memory  # below the default floor, to reach the file
+    for item in items:
+        one_by_one.append(item)
+    for start in range(0, len(items), groups):
+        group = items[start : start + groups]
+        flat = np.concatenate(group) if group else np.empty(0, dtype=np.uint64)
+        extended.extend(flat, np.array([len(g) for g in group], dtype=np.int64))
+    assert len(extended) == len(one_by_one) == len(items)
+    for k, item in enumerate(items):
+        assert np.array_equal(extended.get(k), item) and np.array_equal(one_by_one.get(k), item)
 
 
 @given(mixed_text, mixed_text)

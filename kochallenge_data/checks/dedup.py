@@ -39,6 +39,8 @@ SHINGLE = 3
 BANDS = 18
 ROWS = 7
 HASHES = BANDS * ROWS
+# A stored signature row: HASHES bytes and zeros up to a multiple of 8, so rows can be summed as uint64 words.
+ROW_BYTES = -(-HASHES // 8) * 8
 DEFAULT_THRESHOLD = 0.8
 
 # Fixed multipliers: the same shingles give the same signature on every machine.
@@ -60,6 +62,8 @@ GRAMS_IN_MEMORY = 32 << 20
 # Candidates whose MinHash estimate is this far below the threshold are not worth an exact check;
 # with 126 hashes the estimate's standard error is at most 0.045, so 0.2 is over four of them.
 ESTIMATE_MARGIN = 0.2
+# Candidate pairs whose signatures are compared in one numpy call (126 bytes each): a few megabytes at a time.
+PAIRS_AT_ONCE = 1 << 15
 
 _ZERO_WIDTH_RUN = re.compile(f"[{ZERO_WIDTH}]+")
 
@@ -280,6 +284,30 @@ class SortedRuns:
                 found.setdefault(at, []).extend(run_values[start:end].tolist())
         return found
 
+    def pairs_in_runs(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (position in ``keys``, value) with the value stored in the sorted runs under that key, as two
+        flat int64 arrays, unordered: :meth:`in_runs` without a Python step per match."""
+        if not self._runs or not len(keys):
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        order = np.argsort(keys)  # in key order, each search walks a run's memory front to back
+        needles = keys[order]
+        needles_at: list[np.ndarray] = []
+        found: list[np.ndarray] = []
+        for run_keys, run_values in self._runs:
+            low = np.searchsorted(run_keys, needles, side="left")
+            present = np.flatnonzero(run_keys[np.minimum(low, len(run_keys) - 1)] == needles)
+            if not len(present):
+                continue
+            low = low[present]
+            counts = np.searchsorted(run_keys, needles[present], side="right") - low
+            # Each match's place in the run: its range's start, plus how far into the range it is.
+            starts = np.repeat(low - (np.cumsum(counts) - counts), counts)
+            needles_at.append(np.repeat(order[present], counts))
+            found.append(run_values[starts + np.arange(len(starts))].astype(np.int64))
+        if not found:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        return np.concatenate(needles_at).astype(np.int64), np.concatenate(found)
+
     def values(self, keys: np.ndarray) -> list[int]:
         """Every value stored under any of ``keys`` (unordered, with repeats)."""
         found = [value for values in self.in_runs(keys).values() for value in values]
@@ -401,6 +429,31 @@ class GramStore:
         self._ends[item] = end
         self._count += 1
 
+    def extend(self, grams: np.ndarray, lengths: np.ndarray) -> None:
+        """:meth:`append` for consecutive items whose grams lie one after another in ``grams``."""
+        if not len(lengths):
+            return
+        first = self._count
+        start = self._start(first)
+        spills_now = self._spilled_from is None and start + len(grams) > self._memory_limit
+        if spills_now:  # rare: once per index, where the file takes over
+            for piece in np.split(grams, np.cumsum(lengths)[:-1]):
+                self.append(piece)
+            return
+        if self._spilled_from is None:
+            if start + len(grams) > len(self._memory):
+                self._memory = _grown(self._memory, start + len(grams))
+            self._memory[start : start + len(grams)] = grams
+        else:
+            self._unwritten.append(np.ascontiguousarray(grams, dtype=np.uint64).tobytes())
+            self._unwritten_bytes += 8 * len(grams)
+            if self._unwritten_bytes > 8 << 20:
+                self._write_out()
+        if first + len(lengths) > len(self._ends):
+            self._ends = _grown(self._ends, first + len(lengths))
+        self._ends[first : first + len(lengths)] = start + np.cumsum(lengths)
+        self._count += len(lengths)
+
     def get(self, item: int) -> np.ndarray:
         start, end = self._start(item), int(self._ends[item])
         if self._spilled_from is None or item < self._spilled_from:
@@ -423,9 +476,27 @@ class GramStore:
 
 
 def _low_bits(signature: np.ndarray) -> np.ndarray:
-    """The stored form of a signature: equal hashes stay equal, so estimates from it never drop a candidate."""
-    low: np.ndarray = (signature & np.uint32(0xFF)).astype(np.uint8)
+    """The stored form of a signature (or of each row of several): its hashes' low bytes, padded with zeros to
+    ROW_BYTES. Equal hashes stay equal, so estimates from it never drop a candidate."""
+    low = np.zeros((*signature.shape[:-1], ROW_BYTES), dtype=np.uint8)
+    low[..., :HASHES] = signature & np.uint32(0xFF)
     return low
+
+
+_BYTE_SUM = np.uint64(0x0101010101010101)
+
+
+def agreeing_hashes(rows: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """How many of the HASHES bytes of each stored-form row equal those of ``other`` (a row, or one per row).
+
+    ``np.count_nonzero(rows == other, axis=1)`` without its slow sum over booleans: the equality bytes (0 or 1)
+    of a row are added as uint64 words (at most ROW_BYTES / 8 in each byte, so no carry), and a word's bytes are
+    added up by one multiplication, whose top byte is their sum (at most ROW_BYTES < 256). The padding, zero on
+    both sides, always agrees and is taken off."""
+    equal = np.equal(rows, other)
+    words = equal.view(np.uint8).view(np.uint64).sum(axis=1, dtype=np.uint64)
+    counts: np.ndarray = ((words * _BYTE_SUM) >> np.uint64(56)).astype(np.int64) - (ROW_BYTES - HASHES)
+    return counts
 
 
 def _grown(array: np.ndarray, needed: int) -> np.ndarray:
@@ -445,7 +516,7 @@ class DuplicateIndex:
         self._exact = SortedRuns(np.uint64, np.int32)
         self._bands = SortedRuns(np.uint32, np.int32)
         self._grams = GramStore(memory_bytes)
-        self._signatures = np.empty((1024, HASHES), dtype=np.uint8)
+        self._signatures = np.empty((1024, ROW_BYTES), dtype=np.uint8)
         self._ids = np.empty(1024, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -486,13 +557,16 @@ class DuplicateIndex:
 
     def add_batch(self, batch: FingerprintBatch, ids: Sequence[int]) -> list[Hit | None]:
         """:meth:`add` for each fingerprint in order, with the index searched once for the whole batch and
-        the texts that are new stored together at its end."""
+        the texts that are new stored together at its end.
+
+        What the index held before the batch is judged for every text at once, in numpy: the candidates
+        sharing a band, and which of them are likely by their signatures. Only the likely ones (about one a
+        text, where the candidates grow with the index) and the batch's own earlier texts are looked at one
+        text at a time, in order."""
         self._exact.flush()
         self._bands.flush()
         exact_in_runs = self._exact.in_runs(batch.keys)
-        bands_in_runs: dict[int, list[int]] = {}
-        for flat, values in self._bands.in_runs(batch.bands.ravel()).items():
-            bands_in_runs.setdefault(flat // BANDS, []).extend(values)
+        likely_stored = self._likely_stored(batch)
         same_key_before = earlier_equal(batch.keys[:, None])
         same_band_before = earlier_equal(batch.bands)
         pending = _Pending(len(self), batch, _low_bits(batch.signatures), ids)
@@ -505,15 +579,38 @@ class DuplicateIndex:
             if earlier:
                 hits.append(("duplicate", self._id_at(min(earlier), pending), 1.0))
                 continue
-            candidates = bands_in_runs.get(i, []) + [
-                position_of[k] for k in same_band_before.get(i, ()) if position_of[k] >= 0
-            ]
-            hit = self._confirm(batch.item(i).grams, pending.low[i], candidates, pending)
+            in_batch = [position_of[k] for k in same_band_before.get(i, ()) if position_of[k] >= 0]
+            likely = likely_stored.get(i, []) + (self._likely(pending.low[i], in_batch, pending) if in_batch else [])
+            hit = self._most_similar(batch.item(i).grams, likely, pending)
             if hit is None:
                 position_of[i] = pending.keep(i)
             hits.append(hit)
         self._store_pending(pending)
         return hits
+
+    def _likely_stored(self, batch: FingerprintBatch) -> dict[int, list[int]]:
+        """For each text of the batch, the stored texts sharing a band with it whose signatures agree enough
+        to be worth an exact check, in ascending order."""
+        needles, positions = self._bands.pairs_in_runs(batch.bands.ravel())
+        texts = needles // BANDS
+        # A pair sharing several bands is judged more than once here: cheaper than making the pairs distinct first.
+        low = _low_bits(batch.signatures)
+        agreeing = np.empty(len(positions), dtype=np.int64)
+        for start in range(0, len(positions), PAIRS_AT_ONCE):  # bounded: a large index has many candidates
+            part = slice(start, start + PAIRS_AT_ONCE)
+            agreeing[part] = agreeing_hashes(self._signatures[positions[part]], low[texts[part]])
+        likely = agreeing >= _likely_count(self.threshold)
+        if not likely.any():
+            return {}
+        # Distinct (text, stored position) pairs, sorted by text and then position.
+        pairs = np.unique(texts[likely] << 32 | positions[likely])
+        texts, positions = pairs >> 32, pairs & 0xFFFFFFFF
+        bounds = np.flatnonzero(np.diff(texts)) + 1
+        return {
+            int(group_texts[0]): group.tolist()
+            for group_texts, group in zip(np.split(texts, bounds), np.split(positions, bounds), strict=True)
+            if len(group)
+        }
 
     def _exact_id(self, key: int) -> int | None:
         positions = self._exact.values(np.array([key], dtype=np.uint64))
@@ -537,8 +634,12 @@ class DuplicateIndex:
         positions = np.arange(start, start + len(kept))
         self._signatures[positions] = pending.low[kept]
         self._ids[positions] = [pending.ids[k] for k in pending.kept]
-        for k in pending.kept:
-            self._grams.append(pending.batch.item(k).grams)
+        ends = pending.batch.ends
+        starts = np.concatenate([[0], ends[:-1]])[kept]
+        lengths = ends[kept] - starts
+        # The kept texts' grams, one after another: each one's start, plus how far into it.
+        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        self._grams.extend(pending.batch.grams[np.repeat(starts, lengths) + within], lengths)
         self._exact.add_run(pending.batch.keys[kept], positions)
         self._bands.add_run(pending.batch.bands[kept].ravel(), np.repeat(positions, BANDS))
 
@@ -546,7 +647,7 @@ class DuplicateIndex:
         if size > len(self._ids):
             count = len(self)
             self._ids = _grown(self._ids, size)
-            bigger = np.empty((len(self._ids), HASHES), dtype=np.uint8)
+            bigger = np.empty((len(self._ids), ROW_BYTES), dtype=np.uint8)
             bigger[:count] = self._signatures[:count]
             self._signatures = bigger
 
@@ -563,8 +664,13 @@ class DuplicateIndex:
         self, grams: np.ndarray, low: np.ndarray, candidates: list[int], pending: _Pending | None = None
     ) -> Hit | None:
         """The most similar candidate at or over the threshold (the earliest on a tie), by exact Jaccard."""
+        return self._most_similar(grams, self._likely(low, candidates, pending), pending)
+
+    def _likely(self, low: np.ndarray, candidates: list[int], pending: _Pending | None) -> list[int]:
+        """The distinct candidates, in ascending order, whose signatures agree enough with ``low`` to be worth
+        an exact check."""
         if not candidates:
-            return None
+            return []
         positions = np.array(sorted(set(candidates)), dtype=np.int64)
         base = pending.base if pending is not None else len(self)
         stored = positions[positions < base]
@@ -572,10 +678,15 @@ class DuplicateIndex:
         if pending is not None and len(stored) < len(positions):
             kept = np.array(pending.kept, dtype=np.int64)[positions[len(stored) :] - base]
             rows = np.concatenate([rows, pending.low[kept]])
-        agreeing = np.count_nonzero(rows == low, axis=1)
-        likely = positions[agreeing >= _likely_count(self.threshold)].tolist()
+        agreeing = agreeing_hashes(rows, low)
+        likely: list[int] = positions[agreeing >= _likely_count(self.threshold)].tolist()
+        return likely
+
+    def _most_similar(self, grams: np.ndarray, likely: list[int], pending: _Pending | None) -> Hit | None:
+        """Of ``likely`` (ascending positions), the most similar at or over the threshold, the earliest on a tie."""
         if not likely:
             return None
+        base = pending.base if pending is not None else len(self)
         others = [
             self._grams.get(position) if position < base else self._pending_grams(position, pending)
             for position in likely
@@ -600,7 +711,7 @@ class _Pending:
 
     base: int
     batch: FingerprintBatch
-    low: np.ndarray  # every text's stored signature form, (texts, HASHES)
+    low: np.ndarray  # every text's stored signature form, (texts, ROW_BYTES)
     ids: Sequence[int]
     kept: list[int] = field(default_factory=list)  # batch indices, in the order they will be stored
 
