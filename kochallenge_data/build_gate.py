@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .check_workers import check_pool, worker_checker
-from .checks.dedup import DuplicateIndex, FingerprintBatch, fingerprint_batch
+from .checks.dedup import DuplicateIndex
+from .checks.minhash import FingerprintBatch, fingerprint_batch
 from .checks.record import RecordChecker
 from .digest_set import DigestSet
 from .errors import CapacityError, KochallengeError

@@ -25,16 +25,9 @@ import orjson
 
 from .check_workers import check_pool, worker_checker
 from .checks.codes import CODES, INFO
-from .checks.dedup import (
-    DEFAULT_THRESHOLD,
-    DuplicateIndex,
-    FingerprintBatch,
-    SortedRuns,
-    exact_key,
-    fingerprint_keys,
-    joined_key,
-    normalized,
-)
+from .checks.dedup import DEFAULT_THRESHOLD, DuplicateIndex
+from .checks.index_store import SortedRuns
+from .checks.minhash import FingerprintBatch, exact_key, fingerprint_keys, joined_key, normalized
 from .checks.record import RecordChecker, check_fields, infer_task
 from .checks.spacing import SpacingChecker
 from .errors import FormatError, InputFileError, KochallengeError

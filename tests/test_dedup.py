@@ -4,12 +4,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kochallenge_data.checks.dedup import (
+from kochallenge_data.checks.dedup import DuplicateIndex, agreeing_hashes
+from kochallenge_data.checks.index_store import GramStore, SortedRuns
+from kochallenge_data.checks.minhash import (
     HASHES,
-    DuplicateIndex,
-    GramStore,
-    SortedRuns,
-    agreeing_hashes,
     fingerprint,
     fingerprint_batch,
     jaccard,
