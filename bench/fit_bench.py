@@ -67,6 +67,9 @@ CAR = (
 )
 # A yard, balcony or private garden (not a shared allotment: 공동/주말/도시 텃밭).
 YARD = rf"마당|베란다|발코니|테라스|{WS}정원(?!사)|(?<!공동 )(?<!주말 )(?<!도시 )(?<!공동)텃밭(?! ?분양)"
+# The two kinds of space YARD joins, for a request that names one of them.
+VERANDA = r"베란다|발코니"
+YARD_ONLY = rf"마당|{WS}정원(?!사)|(?<!공동 )(?<!주말 )(?<!도시 )(?<!공동)텃밭(?! ?분양)"
 # Conditional wording attached to the presumed thing: it licenses the whole line.
 CONDITIONAL = (
     r"^.{0,14}?(?:있다면|있으면|있으시면|있는 (?:집|분|가정|경우)|키운다면|키우면|키우신다면|키우시면|키우고 있다면"
@@ -520,6 +523,37 @@ def measure_places(records: list[Record], task: str) -> Measure:
     return measure
 
 
+def bound_to(pattern: str, text: str) -> str | None:
+    """The first word of ``pattern`` the line relies on: not offered as an alternative ("마당이나 베란다") and not
+    under a conditional ("베란다가 있다면")."""
+    for hit in rx(pattern).finditer(text):
+        after, before = text[hit.end() :], text[: hit.start()]
+        if rx(ALTERNATIVE_AFTER).search(after) or rx(ALTERNATIVE_BEFORE).search(before):
+            continue
+        if rx(CONDITIONAL).search(after[:20]):
+            continue
+        return hit.group(0)
+    return None
+
+
+def measure_yard_or_veranda(records: list[Record]) -> Measure:
+    """A message about a veranda answered with a line that needs a yard, or the other way round (one is no licence
+    for the other: a flat has no yard, and a house with a yard need not have a veranda)."""
+    measure = Measure("b.yard_veranda", "free_text naming a veranda or a yard: a line needs the other", 0, 0)
+    for record in records:
+        veranda, yard = find(VERANDA, record.input), find(YARD_ONLY, record.input)
+        if record.task != "free_text" or bool(veranda) == bool(yard):
+            continue
+        measure.denominator += 1
+        other = YARD_ONLY if veranda else VERANDA
+        misfits = [(c.title, word) for c in record.challenges if (word := bound_to(other, c.text))]
+        if misfits:
+            measure.count += 1
+            why = " | ".join(f"{title} ({word})" for title, word in misfits)
+            measure.offenders.append(Offense(record.index, f"{veranda or yard}: {why}", record.input, record.output))
+    return measure
+
+
 # --- c ----------------------------------------------------------------------------------------------------------------
 
 
@@ -769,6 +803,7 @@ def run(records: list[Record]) -> tuple[list[Measure], dict[str, list[int]]]:
         measure_presumption(records, "free_text"),
         measure_places(records, "base_info"),
         measure_places(records, "free_text"),
+        measure_yard_or_veranda(records),
         measure_season_replies(records),
         measure_season_mixed(records),
         measure_recommend(records),
