@@ -54,25 +54,18 @@ class SortedRuns:
         return self._pending.get(key, [])
 
     def in_runs(self, keys: np.ndarray) -> dict[int, list[int]]:
-        """For each position in ``keys`` that has values in the sorted runs, those values."""
+        """For each position in ``keys`` that has values in the sorted runs, those values: older runs first, and
+        within a run in the order they were stored."""
+        at, values = self.pairs_in_runs(keys)
+        order = np.argsort(at, kind="stable")  # stable: the pairs come run by run, each run's in stored order
         found: dict[int, list[int]] = {}
-        if not self._runs or not len(keys):
-            return found
-        order = np.argsort(keys)  # searching in key order touches each run's memory once, front to back
-        needles = keys[order]
-        for run_keys, run_values in self._runs:
-            low = np.searchsorted(run_keys, needles, side="left")
-            present = np.flatnonzero(run_keys[np.minimum(low, len(run_keys) - 1)] == needles)
-            if not len(present):
-                continue
-            high = np.searchsorted(run_keys, needles[present], side="right")
-            for at, start, end in zip(order[present].tolist(), low[present].tolist(), high.tolist(), strict=True):
-                found.setdefault(at, []).extend(run_values[start:end].tolist())
+        for position, value in zip(at[order].tolist(), values[order].tolist(), strict=True):
+            found.setdefault(position, []).append(value)
         return found
 
     def pairs_in_runs(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every (position in ``keys``, value) with the value stored in the sorted runs under that key, as two
-        flat int64 arrays, unordered: :meth:`in_runs` without a Python step per match."""
+        flat int64 arrays: run by run, oldest first, and within a run by key, each key's values in stored order."""
         if not self._runs or not len(keys):
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         order = np.argsort(keys)  # in key order, each search walks a run's memory front to back
@@ -174,43 +167,29 @@ class GramStore:
         return self._count
 
     def append(self, grams: np.ndarray) -> None:
-        item = self._count
-        start = self._start(item)
-        end = start + len(grams)
-        if self._spilled_from is None and end > self._memory_limit:
-            self._spilled_from, start, end = item, 0, len(grams)
-            # Lives as long as the index; the file has no name and vanishes when closed.
-            self._file = tempfile.TemporaryFile(prefix="kochallenge-grams-")  # noqa: SIM115
-        if self._spilled_from is None:
-            if end > len(self._memory):
-                self._memory = grown(self._memory, end)
-            self._memory[start:end] = grams
-        else:
-            chunk = np.ascontiguousarray(grams, dtype=np.uint64).tobytes()
-            self._unwritten.append(chunk)
-            self._unwritten_bytes += len(chunk)
-            if self._unwritten_bytes > 8 << 20:
-                self._write_out()
-        if item == len(self._ends):
-            self._ends = grown(self._ends, item + 1)
-        self._ends[item] = end
-        self._count += 1
+        self.extend(grams, np.array([len(grams)], dtype=np.int64))
 
     def extend(self, grams: np.ndarray, lengths: np.ndarray) -> None:
-        """:meth:`append` for consecutive items whose grams lie one after another in ``grams``."""
+        """Store consecutive items whose grams lie one after another in ``grams``, item ``i`` of ``lengths[i]``."""
         if not len(lengths):
             return
         first = self._count
         start = self._start(first)
-        spills_now = self._spilled_from is None and start + len(grams) > self._memory_limit
-        if spills_now:  # rare: once per index, where the file takes over
-            for piece in np.split(grams, np.cumsum(lengths)[:-1]):
-                self.append(piece)
+        ends = start + np.cumsum(lengths)
+        if self._spilled_from is None and ends[-1] > self._memory_limit:
+            # Once per index: the items that still fit stay in memory, the file takes the first that does not.
+            fitting = int(np.searchsorted(ends, self._memory_limit, side="right"))
+            split = int(ends[fitting - 1]) - start if fitting else 0
+            self.extend(grams[:split], lengths[:fitting])
+            self._spilled_from = self._count
+            # Lives as long as the index; the file has no name and vanishes when closed.
+            self._file = tempfile.TemporaryFile(prefix="kochallenge-grams-")  # noqa: SIM115
+            self.extend(grams[split:], lengths[fitting:])
             return
         if self._spilled_from is None:
-            if start + len(grams) > len(self._memory):
-                self._memory = grown(self._memory, start + len(grams))
-            self._memory[start : start + len(grams)] = grams
+            if ends[-1] > len(self._memory):
+                self._memory = grown(self._memory, int(ends[-1]))
+            self._memory[start : int(ends[-1])] = grams
         else:
             self._unwritten.append(np.ascontiguousarray(grams, dtype=np.uint64).tobytes())
             self._unwritten_bytes += 8 * len(grams)
@@ -218,7 +197,7 @@ class GramStore:
                 self._write_out()
         if first + len(lengths) > len(self._ends):
             self._ends = grown(self._ends, first + len(lengths))
-        self._ends[first : first + len(lengths)] = start + np.cumsum(lengths)
+        self._ends[first : first + len(lengths)] = ends
         self._count += len(lengths)
 
     def get(self, item: int) -> np.ndarray:
