@@ -19,6 +19,7 @@ from kochallenge_data.generate.feedback import (
     GroupEntry,
     PersonalEntry,
     Week,
+    WeekSampler,
     Wording,
     plan_feedback,
     week_items,
@@ -163,6 +164,24 @@ def test_weeks_fit_one_user_and_every_item_is_addressed() -> None:
         closings = {str(p.source) for p in pools.feedback_phrases["closing"]}
         if any(source in closings for source in meta["phrases"]):
             assert "success" in meta["covered"], candidate.output  # type: ignore[attr-defined]
+
+
+
+@settings(max_examples=40)
+@given(seed=st.integers(0, 2**32))
+def test_a_group_challenge_without_submissions_is_still_open_after_the_week(seed: int) -> None:
+    """The feedback invites the user to such a challenge, so it must not have ended; one with submissions may end
+    inside the week, and every submission falls inside both the week and the challenge."""
+    pools = pools_at(str(FIXTURE_POOLS))
+    weeks = WeekSampler(pools)
+    rng = random.Random(seed)
+    week, _ = weeks.draw(rng, lambda profile: pools.challenges)
+    (days,) = weeks._calendar.values()  # the one week this draw filled in
+    for group in week.group:
+        if not group.submissions:
+            assert group.end > days.end, (group, days)
+        for _, at in group.submissions:
+            assert max(group.start, days.start) <= at <= min(group.end, days.end)
 
 
 week_shapes = st.builds(

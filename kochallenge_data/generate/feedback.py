@@ -168,18 +168,21 @@ class WeekSampler:
 
     def _group(self, challenge_id: int, title: str, days: WeekDays, rng: random.Random) -> GroupEntry:
         week_start, week_end = days.start, days.end
+        count = choice(rng, self._submission_counts)
         start = week_start - _DAYS_BEFORE[randint(rng, 0, 14)]
-        end = week_start + _LAST_SECOND_AFTER[randint(rng, 3, 20)]
+        # One without submissions runs past the week: the feedback invites the user to it, and an ended one
+        # could not be joined any more.
+        end = week_start + _LAST_SECOND_AFTER[randint(rng, 7 if count == 0 else 3, 20)]
         window_start, window_end = max(start, week_start), min(end, week_end)
         window_seconds = int((window_end - window_start).total_seconds())
-        count = choice(rng, self._submission_counts)
         # Sorting the offsets sorts the times they make.
         offsets = sorted([randint(rng, 0, window_seconds) for _ in range(count)])
         submissions = tuple([(rng.random() < 0.85, window_start + timedelta(seconds=s)) for s in offsets])
         return GroupEntry(challenge_id, title, start, end, submissions)
 
 
-# A group challenge starts up to two weeks before the week and ends 3 to 20 days into it, at its last second.
+# A group challenge starts up to two weeks before the week and ends 3 to 20 days into it (7 to 20 when it has no
+# submission), at its last second.
 _DAYS_BEFORE = tuple(timedelta(days=days) for days in range(15))
 _LAST_SECOND_AFTER = {days: timedelta(days=days, hours=23, minutes=59, seconds=59) for days in range(3, 21)}
 
