@@ -251,8 +251,8 @@ def test_too_many_rejects_name_the_pool_items_at_fault(tmp_path: Path) -> None:
 
 def test_building_to_files_gives_the_same_bytes_as_the_in_memory_build(tmp_path: Path) -> None:
     """Refilled slots (near duplicates at a low threshold) are written in slot order, as the in-memory build has them."""
-    # The shipped pools: big enough that a 0.7 threshold rejects some records without exhausting any task.
-    config = small_config(tmp_path, size=400, seed=5, pools=None, near_duplicate_threshold=0.7, diversity=False)
+    # The shipped pools: big enough that a 0.5 threshold rejects some records (4) without exhausting any task.
+    config = small_config(tmp_path, size=400, seed=5, pools=None, near_duplicate_threshold=0.5, diversity=False)
     in_memory = build_dataset(config)
     assert in_memory.stats["rejected_total"] > 0, "the comparison needs slots that were drawn again"
     expected = write_build(in_memory, tmp_path / "memory" / "data.json")
@@ -267,7 +267,7 @@ def test_worker_processes_give_the_same_bytes_as_one_process(tmp_path: Path, mon
     """Small batches put many in flight at once, and the low threshold sends slots back to be drawn again while
     later batches are still being checked: the files must not change."""
     monkeypatch.setattr(build_gate, "BATCH", 16)
-    config = small_config(tmp_path, size=400, seed=5, pools=None, near_duplicate_threshold=0.7, diversity=False)
+    config = small_config(tmp_path, size=400, seed=5, pools=None, near_duplicate_threshold=0.5, diversity=False)
     one = build_to_files(config, tmp_path / "one" / "data.json", workers=1)
     two = build_to_files(config, tmp_path / "two" / "data.json", workers=2)
     assert one[0]["rejected_total"] > 0, "the comparison needs slots that were drawn again"
