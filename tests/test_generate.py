@@ -166,7 +166,6 @@ def test_weeks_fit_one_user_and_every_item_is_addressed() -> None:
             assert "success" in meta["covered"], candidate.output  # type: ignore[attr-defined]
 
 
-
 @settings(max_examples=40)
 @given(seed=st.integers(0, 2**32))
 def test_a_group_challenge_without_submissions_is_still_open_after_the_week(seed: int) -> None:
