@@ -188,9 +188,14 @@ def fingerprint_keys(keys: Sequence[str]) -> FingerprintBatch:
 def minhash_many(grams: Sequence[np.ndarray], chunk: int = 16) -> np.ndarray:
     """:func:`minhash` of each gram array, (texts, HASHES); a few texts at a time share each numpy call."""
     signatures = np.empty((len(grams), HASHES), dtype=np.uint32)
+    widest = max((sum(len(g) for g in grams[at : at + chunk]) for at in range(0, len(grams), chunk)), default=0)
+    # One buffer for every chunk: a fresh array of megabytes per chunk costs page faults on each.
+    scratch = np.empty(HASHES * widest, dtype=np.uint64)
     for start in range(0, len(grams), chunk):
         part = grams[start : start + chunk]
-        hashed = np.multiply.outer(_MULTIPLIERS, np.concatenate(part))
+        flat = np.concatenate(part)
+        hashed = scratch[: HASHES * len(flat)].reshape(HASHES, len(flat))
+        np.multiply(_MULTIPLIERS[:, None], flat[None, :], out=hashed)
         hashed += _OFFSETS[:, None]
         starts = np.cumsum([0] + [len(g) for g in part[:-1]])
         lowest = np.minimum.reduceat(hashed, starts, axis=1)
