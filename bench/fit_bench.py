@@ -412,6 +412,11 @@ def load(path: Path) -> list[Record]:
 # --- a ----------------------------------------------------------------------------------------------------------------
 
 
+def offered_as_alternative(text: str, hit: re.Match[str]) -> bool:
+    """The word is one of two offered ("마당이나 베란다"), so the line does not rely on it."""
+    return bool(rx(ALTERNATIVE_AFTER).search(text[hit.end() :]) or rx(ALTERNATIVE_BEFORE).search(text[: hit.start()]))
+
+
 def presumed(text: str) -> list[tuple[str, str]]:
     """(kind, word) for each presumed thing in a line; a conditional attached to any mention licenses the kind."""
     found = []
@@ -422,10 +427,7 @@ def presumed(text: str) -> list[tuple[str, str]]:
             continue
         if any(rx(CONDITIONAL).search(text[hit.end() : hit.end() + 20]) for hit in hits):
             continue
-        if kind == "yard" and all(
-            rx(ALTERNATIVE_AFTER).search(text[hit.end() :]) or rx(ALTERNATIVE_BEFORE).search(text[: hit.start()])
-            for hit in hits
-        ):
+        if kind == "yard" and all(offered_as_alternative(text, hit) for hit in hits):
             continue
         found.append((kind, hits[0].group(0)))
     return found
@@ -527,10 +529,7 @@ def bound_to(pattern: str, text: str) -> str | None:
     """The first word of ``pattern`` the line relies on: not offered as an alternative ("마당이나 베란다") and not
     under a conditional ("베란다가 있다면")."""
     for hit in rx(pattern).finditer(text):
-        after, before = text[hit.end() :], text[: hit.start()]
-        if rx(ALTERNATIVE_AFTER).search(after) or rx(ALTERNATIVE_BEFORE).search(before):
-            continue
-        if rx(CONDITIONAL).search(after[:20]):
+        if offered_as_alternative(text, hit) or rx(CONDITIONAL).search(text[hit.end() : hit.end() + 20]):
             continue
         return hit.group(0)
     return None

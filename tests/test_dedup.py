@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kochallenge_data.checks.dedup import DuplicateIndex, agreeing_hashes
+from kochallenge_data.checks.dedup import ROW_BYTES, DuplicateIndex, agreeing_hashes
 from kochallenge_data.checks.index_store import GramStore, SortedRuns
 from kochallenge_data.checks.minhash import (
     HASHES,
@@ -169,7 +169,7 @@ def test_sorted_runs_hold_every_pair(pairs: list[tuple[int, int]], every: int) -
 
 
 def _stored_form(values: list[int]) -> np.ndarray:
-    row = np.zeros(-(-HASHES // 8) * 8, dtype=np.uint8)
+    row = np.zeros(ROW_BYTES, dtype=np.uint8)
     row[:HASHES] = values
     return row
 

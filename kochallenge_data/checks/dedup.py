@@ -144,10 +144,10 @@ class DuplicateIndex:
         self._exact.flush()
         self._bands.flush()
         exact_in_runs = self._exact.in_runs(batch.keys)
-        likely_stored = self._likely_stored(batch)
+        pending = _Pending(len(self), batch, _low_bits(batch.signatures), ids)
+        likely_stored = self._likely_stored(batch, pending.low)
         same_key_before = earlier_equal(batch.keys[:, None])
         same_band_before = earlier_equal(batch.bands)
-        pending = _Pending(len(self), batch, _low_bits(batch.signatures), ids)
         position_of = [-1] * len(batch)  # where each text of the batch is to be stored, if it is
         hits: list[Hit | None] = []
         for i in range(len(batch)):
@@ -166,13 +166,12 @@ class DuplicateIndex:
         self._store_pending(pending)
         return hits
 
-    def _likely_stored(self, batch: FingerprintBatch) -> dict[int, list[int]]:
-        """For each text of the batch, the stored texts sharing a band with it whose signatures agree enough
-        to be worth an exact check, in ascending order."""
+    def _likely_stored(self, batch: FingerprintBatch, low: np.ndarray) -> dict[int, list[int]]:
+        """For each text of the batch, the stored texts sharing a band with it whose signatures (``low``, their
+        stored form) agree enough to be worth an exact check, in ascending order."""
         needles, positions = self._bands.pairs_in_runs(batch.bands.ravel())
         texts = needles // BANDS
         # A pair sharing several bands is judged more than once here: cheaper than making the pairs distinct first.
-        low = _low_bits(batch.signatures)
         agreeing = np.empty(len(positions), dtype=np.int64)
         for start in range(0, len(positions), PAIRS_AT_ONCE):  # bounded: a large index has many candidates
             part = slice(start, start + PAIRS_AT_ONCE)
