@@ -10,10 +10,9 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,13 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .build_gate import Gate, InlineChecks, PoolChecks, Sink
-from .build_sink import MemorySink, SpillSink, StreamedFile
+from .build_sink import FileSink, MemorySink, StreamedFile
 from .checks.dedup import DEFAULT_THRESHOLD, DuplicateIndex
 from .checks.diversity import DiversityTally
 from .checks.record import RecordChecker
 from .checks.spacing import SpacingChecker
 from .errors import CapacityError, ConfigError, UsageError
-from .generate import Sampler, capacity, pool_to_grow
+from .generate import Candidate, Sampler, capacity, pool_to_grow
 from .generate.sampler import DEFAULT_MAX_LINE_SHARE
 from .models import TASKS, Record, Task
 from .pools import Pools, load_pools
@@ -170,16 +169,16 @@ def diversity_strides(order: Sequence[Task], sample: int = DIVERSITY_SAMPLE) -> 
 
 @dataclass
 class DiversitySample:
-    """Every k-th record of each task, tallied in slot order (the same sample in memory and on disk)."""
+    """Every k-th record of each task, in dataset order (the same sample in memory and on disk)."""
 
     strides: dict[Task, int]
     tally: DiversityTally = field(default_factory=DiversityTally)
     seen: Counter[Task] = field(default_factory=Counter)
 
-    def offer(self, task: Task, output: Callable[[], str]) -> None:
-        """``output`` is only called for the records kept (decoding every record would be wasted work)."""
+    def offer(self, candidate: Candidate) -> None:
+        task = candidate.task
         if self.seen[task] % self.strides[task] == 0:
-            self.tally.add(task, output())
+            self.tally.add(task, candidate.output)
         self.seen[task] += 1
 
     def result(self) -> dict[str, Any]:
@@ -209,20 +208,21 @@ def build_dataset(config: BuildConfig, reporter: Reporter = SILENT, workers: int
     gives the same bytes."""
     started = time.perf_counter()
     plan = plan_build(config)
-    sink = MemorySink(len(plan.order))
+    sink = MemorySink()
     with open_gate(config, plan, sink, workers) as gate:
         gate.fill(plan.order, reporter)
-    accepted = sink.candidates()
+    accepted = sink.accepted
     records = [Record(instruction=c.instruction, input=c.input, output=c.output) for c in accepted]
+    tasks = [c.task for c in accepted]
     meta = [dict(c.meta, index=i) for i, c in enumerate(accepted)]
     stats = _stats(plan, gate)
     if config.diversity:
         sample = DiversitySample(diversity_strides(plan.order))
-        for record, task in zip(records, plan.order, strict=True):
-            sample.offer(task, partial(getattr, record, "output"))
+        for candidate in accepted:
+            sample.offer(candidate)
         stats["diversity"] = sample.result()
     stats["seconds"] = round(time.perf_counter() - started, 2)
-    result = BuildResult(records, plan.order, meta, gate.rejected, stats)
+    result = BuildResult(records, tasks, meta, gate.rejected, stats)
     output_sha = sha256_bytes(dataset_bytes(r.model_dump() for r in records))
     result.manifest = _manifest(config, plan, stats, output_sha)
     return result
@@ -231,9 +231,9 @@ def build_dataset(config: BuildConfig, reporter: Reporter = SILENT, workers: int
 def build_to_files(
     config: BuildConfig, out: Path, reporter: Reporter = SILENT, workers: int = 1
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Build straight to ``out`` and its sidecars in flat memory: records spill to a temporary file as they are
-    accepted and are written in slot order at the end. The bytes equal ``write_build(build_dataset(config))``;
-    nothing appears at ``out`` until every file is complete."""
+    """Build straight to ``out`` and its sidecars in flat memory: each record is written as it is accepted.
+    The bytes equal ``write_build(build_dataset(config))``; nothing appears at ``out`` until every file is
+    complete."""
     started = time.perf_counter()
     plan = plan_build(config)
     paths = {
@@ -242,18 +242,18 @@ def build_to_files(
         "manifest": sidecar(out, "manifest.json"),
         "dataset": out,
     }
-    sink = SpillSink(len(plan.order), out.parent)
-    rejected = StreamedFile(paths["rejected"])
-    files = [rejected]
+    files: list[StreamedFile] = []
     try:
+        for kind in ("rejected", "dataset", "meta"):
+            files.append(StreamedFile(paths[kind]))
+        rejected, dataset, meta = files
+        sample = DiversitySample(diversity_strides(plan.order))
+        sink = FileSink(dataset, meta, sample.offer if config.diversity else None)
         with open_gate(config, plan, sink, workers) as gate:
             gate.on_reject = lambda item: rejected.write(orjson.dumps(item) + b"\n")
             gate.keep_rejected = False
             gate.fill(plan.order, reporter)
-        dataset, meta = StreamedFile(paths["dataset"]), StreamedFile(paths["meta"])
-        files += [dataset, meta]
-        sample = DiversitySample(diversity_strides(plan.order))
-        _write_in_order(sink, plan.order, dataset, meta, sample if config.diversity else None, reporter)
+        sink.finish()
         stats = _stats(plan, gate)
         if config.diversity:
             stats["diversity"] = sample.result()
@@ -268,41 +268,7 @@ def build_to_files(
         for file in files:
             file.discard()
         raise
-    finally:
-        sink.close()
     return stats, paths
-
-
-def _write_in_order(
-    sink: SpillSink,
-    order: Sequence[Task],
-    dataset: StreamedFile,
-    meta: StreamedFile,
-    sample: DiversitySample | None,
-    reporter: Reporter,
-) -> None:
-    """Dataset array items and metadata lines in slot order, offering each record to the diversity sample."""
-    dataset.write(b"[\n")
-    with reporter.step("writing", len(order)) as step:
-        for index, (item, meta_json) in enumerate(sink.in_order()):
-            dataset.write(item if index == 0 else b",\n" + item)
-            meta.write(meta_line(meta_json, index))
-            if sample is not None:
-                sample.offer(order[index], partial(_decoded_output, item))
-            step.advance()
-    dataset.write(b"\n]\n")
-
-
-def _decoded_output(item: bytes) -> str:
-    output: str = orjson.loads(item)["output"]
-    return output
-
-
-def meta_line(meta_json: bytes, index: int) -> bytes:
-    """``orjson.dumps(dict(meta, index=index))`` + newline, from the meta already serialized in the spill."""
-    if meta_json == b"{}":
-        return b'{"index":%d}\n' % index
-    return meta_json[:-1] + b',"index":%d}\n' % index
 
 
 def _stats(plan: BuildPlan, gate: Gate) -> dict[str, Any]:

@@ -1,11 +1,11 @@
 """The build's gate: draws candidates until every slot holds a record that passed every check.
 
 Drawing is sequential (one random stream decides everything), and so is the near-duplicate search (a record is
-compared with those accepted before it). The per-record checks between them (structure, spacing, fingerprints)
-depend on nothing but the record, so they can run in worker processes while the next batch is drawn. Slots are
-drawn in first-in first-out order (a rejected slot goes to the back of the queue), and the draws depend on nothing
-a check decides, so drawing ahead changes only where batches are cut, never which draw fills which slot: the bytes
-are the same for any number of workers.
+compared with those accepted before it); records go to the sink in the order they are accepted. The per-record
+checks between them (structure, spacing, fingerprints) depend on nothing but the record, so they can run in worker
+processes while the next batch is drawn. Slots are drawn in first-in first-out order (a rejected slot goes to the
+back of the queue), and the draws depend on nothing a check decides, so drawing ahead changes only where batches
+are cut, never which draw fills which slot: the bytes are the same for any number of workers.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
 
 from .check_workers import check_pool, worker_checker
 from .checks.dedup import DuplicateIndex
@@ -37,7 +39,7 @@ CheckItem = tuple[int, dict[str, str], Task]
 
 
 class Sink(Protocol):
-    def accept(self, slot: int, candidate: Candidate) -> None: ...
+    def accept(self, candidate: Candidate) -> None: ...
 
 
 def canonical(key: object) -> object:
@@ -168,9 +170,13 @@ class Gate:
     balance: dict[str, Counter[str]] = field(
         default_factory=lambda: {key: Counter() for key in ("category", "location", "work_type")}
     )
+    # Where each slot's record sits in the dataset (records are listed as accepted), to name it in findings.
+    positions: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    accepted_total: int = 0
 
     def fill(self, order: list[Task], reporter: Reporter) -> None:
         pending = SlotQueue(len(order))
+        self.positions = np.full(len(order), -1, dtype=np.int64)
         in_flight: deque[_InFlight] = deque()
         # A few rejects are normal even in tiny builds; beyond the share, the pools need fixing.
         allowed_rejects = int(self.max_reject_share * len(order)) + MIN_ALLOWED_REJECTS
@@ -197,14 +203,14 @@ class Gate:
             yield in_flight.popleft()
 
     def _settle(self, batch: _InFlight, pending: SlotQueue, allowed_rejects: int) -> int:
-        """Judge a checked batch in slot order; returns how many of its records were accepted."""
+        """Judge a checked batch in the order drawn; returns how many of its records were accepted."""
         checked = batch.result()
         clean = [i for i, findings in enumerate(checked.findings) if not findings]
         hits = iter(self.duplicates.add_batch(checked.clean_prints, [batch.slots[i] for i in clean]))
         accepted = 0
         for slot, candidate, findings in zip(batch.slots, batch.candidates, checked.findings, strict=True):
             if not findings:
-                findings = _duplicate_findings(slot, next(hits))
+                findings = self._duplicate_findings(slot, next(hits))
             if findings:
                 self._reject(candidate, findings)
                 if self.rejected_total > allowed_rejects:
@@ -216,7 +222,9 @@ class Gate:
         return accepted
 
     def _accept(self, slot: int, candidate: Candidate) -> None:
-        self.sink.accept(slot, candidate)
+        self.sink.accept(candidate)
+        self.positions[slot] = self.accepted_total
+        self.accepted_total += 1
         if candidate.task == "base_info":
             for key, counts in self.balance.items():
                 counts[candidate.meta[key]] += 1
@@ -252,24 +260,25 @@ class Gate:
         if self.on_reject is not None:
             self.on_reject(item)
 
+    def _duplicate_findings(self, slot: int, hit: tuple[str, int, float] | None) -> list[Finding]:
+        """The index holds slots; the record hit is already accepted, so the message names its place in the dataset."""
+        if hit is None:
+            return []
+        kind, other_slot, similarity = hit
+        other = int(self.positions[other_slot])
+        message = (
+            f"the same as record {other}"
+            if kind == "duplicate"
+            else f"nearly the same as record {other} (similarity {similarity:.2f})"
+        )
+        return [Finding(index=slot, field="output", code=kind, message=message)]
+
     def _too_many_rejects_message(self) -> str:
         worst = ", ".join(f"{item} x{n}" for item, n in self.blame.most_common(5))
         return (
             f"the checks rejected {self.rejected_total} candidates, more than allowed for this size; "
             f"the pool items most often involved: {worst}. Fix those phrases (run lint-pools) and build again"
         )
-
-
-def _duplicate_findings(slot: int, hit: tuple[str, int, float] | None) -> list[Finding]:
-    if hit is None:
-        return []
-    kind, other, similarity = hit
-    message = (
-        f"the same as record {other}"
-        if kind == "duplicate"
-        else f"nearly the same as record {other} (similarity {similarity:.2f})"
-    )
-    return [Finding(index=slot, field="output", code=kind, message=message)]
 
 
 def _sources(meta: dict[str, Any]) -> list[str]:

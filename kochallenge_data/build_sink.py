@@ -1,11 +1,10 @@
-"""Where accepted records go while a build runs: memory for the library, a spill file for the command.
+"""Where accepted records go while a build runs: memory for the library, the output files for the command.
 
-The gate fills slots out of order (a rejected slot is drawn again after every other slot), but the
-dataset lists records in slot order. The in-memory sink simply keeps them. The spill sink appends each
-accepted record and its metadata to a temporary file as it comes and remembers only where each slot's
-bytes start (two int64 per slot), then writes the dataset and the metadata sidecar in slot order at the
-end, hashing as it goes. Memory stays flat however large the build; the bytes are the same as writing
-the in-memory result (tests/test_build.py checks it).
+Records are listed in the order the gate accepts them. That order is decided by the draws alone (every slot in
+order, then each rejected slot again after every other), never by how the checks were spread over processes,
+so both sinks see the same records in the same order and give the same bytes (tests/test_build.py checks it).
+The file sink writes each record to the dataset and its metadata line to the sidecar the moment it is accepted:
+memory stays flat however large the build, and nothing is left to write once the last record is checked.
 """
 
 from __future__ import annotations
@@ -13,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
 import orjson
 
 from .errors import KochallengeError
@@ -38,79 +36,35 @@ def meta_line_bytes(meta: Mapping[str, Any], index: int) -> bytes:
 
 @dataclass
 class MemorySink:
-    """Keeps every accepted candidate by slot: what :func:`build_dataset` returns."""
+    """Keeps every accepted candidate, in the order accepted: what :func:`build_dataset` returns."""
 
-    slots: int
-    filled: list[Candidate | None] = field(init=False)
+    accepted: list[Candidate] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.filled = [None] * self.slots
-
-    def accept(self, slot: int, candidate: Candidate) -> None:
-        self.filled[slot] = candidate
-
-    def candidates(self) -> list[Candidate]:
-        return [c for c in self.filled if c is not None]
+    def accept(self, candidate: Candidate) -> None:
+        self.accepted.append(candidate)
 
 
 @dataclass
-class SpillSink:
-    """Accepted records on disk beside the output, in arrival order; an index says where each slot starts."""
+class FileSink:
+    """Streams each accepted record into the dataset's JSON array and its metadata into the sidecar, and shows
+    it to ``on_accept`` (the diversity sample)."""
 
-    slots: int
-    folder: Path
-    _file: BinaryIO = field(init=False)
-    _path: Path = field(init=False)
-    _record_at: np.ndarray = field(init=False)
-    _meta_at: np.ndarray = field(init=False)
-    _end: int = 0
+    dataset: StreamedFile
+    meta: StreamedFile
+    on_accept: Callable[[Candidate], None] | None = None
+    count: int = 0
 
-    def __post_init__(self) -> None:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            remove_stale_temps(self.folder / "build-spill")
-            handle, name = tempfile.mkstemp(
-                prefix=temp_prefix(self.folder / "build-spill"), suffix=TEMP_SUFFIX, dir=self.folder
-            )
-        except OSError as exc:
-            raise KochallengeError(f"{self.folder}: cannot write the build's temporary file ({exc.strerror})") from exc
-        self._path = Path(name)
-        self._file = os.fdopen(handle, "w+b")
-        self._record_at = np.full(self.slots, -1, dtype=np.int64)
-        self._meta_at = np.full(self.slots, -1, dtype=np.int64)
+    def accept(self, candidate: Candidate) -> None:
+        item = record_item_bytes(candidate.model_record())
+        self.dataset.write(b"[\n" + item if self.count == 0 else b",\n" + item)
+        self.meta.write(meta_line_bytes(candidate.meta, self.count))
+        self.count += 1
+        if self.on_accept is not None:
+            self.on_accept(candidate)
 
-    def accept(self, slot: int, candidate: Candidate) -> None:
-        record = record_item_bytes(candidate.model_record())
-        meta = orjson.dumps(candidate.meta)
-        self._record_at[slot] = self._end
-        self._meta_at[slot] = self._end + len(record)
-        self._file.write(record + meta)
-        self._end += len(record) + len(meta)
-
-    def in_order(self) -> Iterator[tuple[bytes, bytes]]:
-        """(array item, metadata JSON) for every slot in order; the spill is read front to back in runs."""
-        self._file.flush()
-        starts = np.append(self._record_at, -1)
-        ends = self._next_starts()
-        for slot in range(self.slots):
-            if starts[slot] < 0:
-                raise KochallengeError(f"build: slot {slot} was never filled (a bug)")
-            self._file.seek(int(starts[slot]))
-            chunk = self._file.read(int(ends[slot] - starts[slot]))
-            split = int(self._meta_at[slot] - starts[slot])
-            yield chunk[:split], chunk[split:]
-
-    def _next_starts(self) -> np.ndarray:
-        """Where each slot's bytes end: the next start in file order, or the end of the spill."""
-        order = np.argsort(self._record_at, kind="stable")
-        ends = np.empty(self.slots, dtype=np.int64)
-        sorted_starts = self._record_at[order]
-        ends[order] = np.append(sorted_starts[1:], self._end)
-        return ends
-
-    def close(self) -> None:
-        self._file.close()
-        self._path.unlink(missing_ok=True)
+    def finish(self) -> None:
+        """Close the array (``dataset_bytes`` of no records is ``[]``)."""
+        self.dataset.write(b"\n]\n" if self.count else b"[]\n")
 
 
 @dataclass

@@ -79,6 +79,8 @@ class DomainFile(_Strict):
 
 class ChallengeEntry(_Strict):
     title: ChallengeTitle = Field(min_length=1)
+    # Challenges a user would read as the same advice share an idea; one answer never holds two of them.
+    idea: str | None = Field(default=None, min_length=1)
     descriptions: list[str] = Field(min_length=1)
     places: list[str] = Field(default_factory=list)
     work_types: list[str] = Field(default_factory=list)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -71,6 +72,7 @@ class PoolChallenge:
     category: str
     title: str
     descriptions: tuple[str, ...]
+    idea: str | None
     places: tuple[str, ...]
     work_types: tuple[str, ...]
     not_work_types: tuple[str, ...]
@@ -210,6 +212,7 @@ def load_pools(root: Path | str | None = None) -> Pools:
         challenges += items
         about[category] = about.get(category, ()) + sentences
     _check_titles_distinct(challenges)
+    _check_ideas_shared(challenges)
 
     instructions_path = root_path / "instructions.toml"
     instructions_file = _validate(InstructionsFile, _read_toml(instructions_path, root_path), instructions_path)
@@ -435,6 +438,7 @@ def _load_challenge_file(
                 category=data.category,
                 title=entry.title,
                 descriptions=tuple(entry.descriptions),
+                idea=entry.idea,
                 places=tuple(entry.places),
                 work_types=tuple(entry.work_types),
                 not_work_types=tuple(entry.not_work_types),
@@ -609,6 +613,17 @@ def _check_titles_distinct(challenges: Sequence[PoolChallenge]) -> None:
                 f"{first.title!r} ({first.source}); give it a distinct title"
             )
         seen[key] = challenge
+
+
+def _check_ideas_shared(challenges: Sequence[PoolChallenge]) -> None:
+    """An idea names challenges that must not meet in one answer, so one alone is a typo or a leftover."""
+    members = Counter(c.idea for c in challenges if c.idea is not None)
+    for challenge in challenges:
+        if challenge.idea is not None and members[challenge.idea] == 1:
+            raise PoolError(
+                f"{challenge.source}: idea {challenge.idea!r} of {challenge.title!r} is shared with no other "
+                "challenge; give it the idea of the challenge it repeats, or remove the line"
+            )
 
 
 def _check_categories_have_challenges(pools: Pools, domain_path: Path) -> None:

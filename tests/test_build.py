@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -17,12 +18,12 @@ from kochallenge_data.build import (
     BuildConfig,
     build_dataset,
     build_to_files,
-    meta_line,
     split_counts,
     write_build,
 )
 from kochallenge_data.build_gate import key_digest
 from kochallenge_data.build_sink import record_item_bytes
+from kochallenge_data.checks.minhash import jaccard, shingles
 from kochallenge_data.checks.record import RecordChecker, infer_task
 from kochallenge_data.errors import CapacityError, KochallengeError
 from kochallenge_data.formats import parse_recommendation
@@ -249,8 +250,30 @@ def test_too_many_rejects_name_the_pool_items_at_fault(tmp_path: Path) -> None:
 # building straight to files, in flat memory
 
 
+def test_a_near_duplicate_rejection_names_the_dataset_record_it_resembles(tmp_path: Path) -> None:
+    """Records are listed in the order accepted, so a refilled slot's record is not at the slot's number: the
+    rejection must name the place of the earlier record in the dataset, with that pair's exact similarity."""
+    config = small_config(tmp_path, size=400, seed=5, pools=None, near_duplicate_threshold=0.5, diversity=False)
+    result = build_dataset(config)
+    near = [item for item in result.rejected if item["reasons"] == ["near_duplicate"]]
+    assert len(near) >= 2, "the comparison needs near-duplicate rejections"
+    for item in near:
+        match = re.fullmatch(
+            r"nearly the same as record (\d+) \(similarity (0\.\d\d)\)", item["findings"][0]["message"]
+        )
+        assert match is not None, item["findings"][0]["message"]
+        named = result.records[int(match[1])]
+        rejected = item["record"]
+        similarity = jaccard(
+            frozenset(shingles(f"{named.input}\n{named.output}").tolist()),
+            frozenset(shingles(f"{rejected['input']}\n{rejected['output']}").tolist()),
+        )
+        assert f"{similarity:.2f}" == match[2]
+
+
 def test_building_to_files_gives_the_same_bytes_as_the_in_memory_build(tmp_path: Path) -> None:
-    """Refilled slots (near duplicates at a low threshold) are written in slot order, as the in-memory build has them."""
+    """Refilled slots (near duplicates at a low threshold) are written where they were accepted, as the in-memory
+    build lists them."""
     # The shipped pools: big enough that a 0.5 threshold rejects some records (4) without exhausting any task.
     config = small_config(tmp_path, size=400, seed=5, pools=None, near_duplicate_threshold=0.5, diversity=False)
     in_memory = build_dataset(config)
@@ -296,13 +319,6 @@ records_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)),
 def test_array_items_join_into_exactly_the_dataset_bytes(rows: list[dict[str, str]]) -> None:
     streamed = b"[\n" + b",\n".join(record_item_bytes(r) for r in rows) + b"\n]\n"
     assert streamed == dataset_bytes(rows)
-
-
-@settings(max_examples=60)
-@given(meta=st.dictionaries(st.text(max_size=8).filter(lambda k: k != "index"), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
-                            max_size=4), index=st.integers(0, 10**6))  # fmt: skip
-def test_metadata_lines_are_the_meta_with_its_index(meta: dict[str, object], index: int) -> None:
-    assert meta_line(orjson.dumps(meta), index) == orjson.dumps(dict(meta, index=index)) + b"\n"
 
 
 @settings(max_examples=60)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import random
 import re
 from collections import Counter
@@ -37,6 +39,7 @@ from kochallenge_data.generate.selection import (
     choose,
     fit_groups,
     flat_score,
+    idea_free_sets,
     licence_for,
     meets,
     request_score,
@@ -110,7 +113,8 @@ def test_free_text_picks_obey_the_hard_rules_and_meet_the_main_facet(seed: int) 
         for title in titles:
             assert allowed(by_title(pools)[title], licence), (candidate.input, title)  # type: ignore[attr-defined]
         if meta["request"]["origin"] == "composed" and facets:
-            # A composed request is only made when enough challenges meet all it says: every pick meets the main facet.
+            # A composed request is only made when enough challenges of different ideas meet all it says: every pick
+            # meets the main facet.
             assert all(meets(by_title(pools)[t], facets[0]) for t in titles), (candidate.input, titles)  # type: ignore[attr-defined]
             assert FitIndex(pools).count(facets) >= 3
 
@@ -325,7 +329,9 @@ def test_request_fit_groups_and_explains_as_request_score_does(root: str | None,
     assert fit.reasons == tuple(tuple(f.key for f in facets if meets(c, f)) for c in fit.candidates)
     score = request_score(facets) if facets else flat_score
     assert [list(g) for g in fit.groups] == [list(g) for g in fit_groups([score(c) for c in fit.candidates])]
-    assert FitIndex(pools).count(facets) == sum(1 for c in fit.candidates if all(meets(c, f) for f in facets))
+    fitting = [c for c in fit.candidates if all(meets(c, f) for f in facets)]
+    ideas = {c.idea for c in fitting if c.idea is not None}
+    assert FitIndex(pools).count(facets) == sum(c.idea is None for c in fitting) + len(ideas)
 
 
 def choose_by_sorting(
@@ -335,11 +341,22 @@ def choose_by_sorting(
     rng: random.Random,
     usage: LineUsage,
 ) -> list[PoolChallenge]:
-    """The choice as it was first written: one sort key per candidate (fit, capped, tie-breaker)."""
+    """The choice as it was first written: one sort key per candidate (fit, capped, tie-breaker); then, walking
+    that order, a candidate whose idea is already chosen waits until every other candidate was taken."""
     cap = usage.cap()
     keyed = [(score(c), usage.capped(c, cap), rng.random(), i) for i, c in enumerate(candidates)]
-    order = sorted(keyed, key=lambda k: (tuple(-s for s in k[0]), k[1], k[2]))
-    return [candidates[k[3]] for k in order[:count]]
+    order = [candidates[k[3]] for k in sorted(keyed, key=lambda k: (tuple(-s for s in k[0]), k[1], k[2]))]
+    count = count if count >= 0 else max(0, len(candidates) + count)
+    first, later, ideas = [], [], set()
+    for challenge in order:
+        if challenge.idea is not None and challenge.idea in ideas:
+            later.append(challenge)
+        else:
+            first.append(challenge)
+            ideas.add(challenge.idea)
+        if len(first) == count:
+            break
+    return (first + later)[:count]
 
 
 @settings(max_examples=150)
@@ -350,8 +367,10 @@ def choose_by_sorting(
     max_share=st.sampled_from([0.001, 0.05, 1.0]),
     count=st.integers(-3, 6),
     seed=st.integers(0, 2**32),
+    ideas=st.lists(st.sampled_from([None, None, "a", "b", "c"]), max_size=40),
 )
-@example(scores=[(1, 0)] * 6, capped={0, 2, 4}, dealt=[], max_share=0.001, count=4, seed=0)
+@example(scores=[(1, 0)] * 6, capped={0, 2, 4}, dealt=[], max_share=0.001, count=4, seed=0, ideas=[])
+@example(scores=[(1, 0)] * 4, capped=set(), dealt=[], max_share=1.0, count=3, seed=0, ideas=["a", "a", "a", "a"])
 def test_grouped_choice_picks_and_draws_as_the_sort_did(
     scores: list[tuple[int, int]],
     capped: set[int],
@@ -359,8 +378,13 @@ def test_grouped_choice_picks_and_draws_as_the_sort_did(
     max_share: float,
     count: int,
     seed: int,
+    ideas: list[str | None],
 ) -> None:
-    candidates = list(pools_at(None).challenges[: len(scores)])
+    """Ideas are given at random: pools with few shared ideas and pools where most candidates share one."""
+    candidates = [
+        dataclasses.replace(c, idea=ideas[i] if i < len(ideas) else None)
+        for i, c in enumerate(pools_at(None).challenges[: len(scores)])
+    ]
     by_title = dict(zip((c.title for c in candidates), scores, strict=True))
     usage = LineUsage(max_share)
     for index in sorted(capped):  # every line of these dealt up to the floor: capped while the cap is the floor
@@ -518,3 +542,39 @@ def test_cached_shortest_wording_is_the_first_shortest(seed: int, slots: dict[st
         if shortest is not wording.drawn:
             expected.append(wording.render(shortest))
         assert wording.options() == expected, name
+
+
+@given(
+    owner=st.lists(st.sampled_from([None, 0, 1]), min_size=1, max_size=10),
+    idea_of=st.lists(st.sampled_from([None, 0, 1, 2]), min_size=10, max_size=10),
+    n=st.integers(1, 4),
+)
+def test_idea_free_sets_count_as_listing_every_set_does(
+    owner: list[int | None], idea_of: list[int | None], n: int
+) -> None:
+    """Bit i belongs to part owner[i] (or to none) and has idea idea_of[i]; every n-set is listed and counted."""
+    parts = [sum(1 << i for i, o in enumerate(owner) if o == part) for part in (0, 1)]
+    ideas = [sum(1 << i for i in range(len(owner)) if idea_of[i] == idea) for idea in (0, 1, 2)]
+    expected: Counter[tuple[int, ...]] = Counter()
+    members = [i for i, o in enumerate(owner) if o is not None]
+    for chosen in itertools.combinations(members, n):
+        held = [idea_of[i] for i in chosen if idea_of[i] is not None]
+        if len(held) == len(set(held)):
+            expected[(sum(owner[i] == 0 for i in chosen), sum(owner[i] == 1 for i in chosen))] += 1
+    counted = idea_free_sets(parts, ideas, n)
+    assert {k: v for k, v in counted.items() if v} == dict(expected)
+    assert set(counted) == {(k, n - k) for k in range(n + 1)}
+
+
+@pytest.mark.parametrize("task", ["base_info", "free_text"])
+def test_no_answer_holds_two_challenges_of_one_idea(task: str) -> None:
+    """The shipped pools group challenges a reader takes for the same advice; an answer holds one of each."""
+    pools = pools_at(None)
+    idea = {c.title: c.idea for c in pools.challenges}
+    assert len({i for i in idea.values() if i is not None}) >= 20, "the shipped pools should name shared ideas"
+    met = 0
+    for candidate, _ in drawn(task, 3, 600):
+        held = [idea[c.title] for c in parse_recommendation(candidate.output).challenges if idea[c.title]]  # type: ignore[attr-defined]
+        assert len(held) == len(set(held)), candidate.output  # type: ignore[attr-defined]
+        met += bool(held)
+    assert met >= 100, "too few answers hold a challenge with an idea for this test to mean anything"

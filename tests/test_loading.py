@@ -57,6 +57,12 @@ def edit(path: Path, old: str, new: str) -> None:
             r"messages.toml:\d+: unknown facet '졸림'.*requests.toml",
         ),
         ("feedback.toml", "[emoji]", "[emojis]", "feedback.toml"),
+        (
+            "challenges/vegan.toml",
+            'title = "두유 라테 주문하기"',
+            'title = "두유 라테 주문하기"\nidea = "우유 대신"',
+            r"vegan.toml:\d+: idea '우유 대신' of '두유 라테 주문하기' is shared with no other challenge",
+        ),
         ("instructions.toml", "base_info = [", "base_info = [ ", ""),
     ],
 )

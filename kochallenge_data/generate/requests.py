@@ -91,15 +91,20 @@ class FitIndex:
         return found
 
     def count(self, facets: Sequence[Facet]) -> int:
-        """Challenges allowed by the facets' licence that meet every one of them."""
+        """How many challenges of different ideas (:attr:`~..pools.PoolChallenge.idea`) one answer can hold from those
+        allowed by the facets' licence that meet every one of them."""
         keys = tuple([f.key for f in facets])
         found = self._count_by_facet_keys.get(keys)
         if found is None:
-            mask = self.allowed_mask(licence_for(facets))
-            for facet in facets:
-                mask &= self._meets[facet.key]
-            found = self._count_by_facet_keys[keys] = mask.bit_count()
+            found = self._count_by_facet_keys[keys] = self._rules.distinct_ideas(self.fitting_mask(facets))
         return found
+
+    def fitting_mask(self, facets: Sequence[Facet]) -> int:
+        """The challenges :meth:`count` counts."""
+        mask = self.allowed_mask(licence_for(facets))
+        for facet in facets:
+            mask &= self._meets[facet.key]
+        return mask
 
 
 def positions(mask: int) -> list[int]:

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import product
-from math import comb, perm
+from math import perm
 from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 import numpy as np
@@ -35,6 +35,7 @@ from .selection import (
     choose_base_info,
     choose_grouped,
     flat_groups,
+    idea_free_sets,
     licence_for,
     split_bound,
 )
@@ -444,18 +445,23 @@ def capacity(pools: Pools, task: Task, challenges_per_output: int = 3) -> int:
 
 
 def _base_info_sets(rules: RuleMasks, location: str, work_type: str, category: str, n: int) -> int:
-    """Distinct pick sets :func:`choose_base_info` can return: one or two specific picks, the rest general."""
+    """Distinct pick sets :func:`choose_base_info` can return: one or two specific picks, the rest general, no
+    two of one idea."""
     candidates = rules.allowed_mask(Licence(location=location, work_type=work_type, category=category))
-    specific = (candidates & (rules.placed | rules.typed)).bit_count()  # bound: a place or a work type
-    general = candidates.bit_count() - specific
+    bound = rules.placed | rules.typed  # a place or a work type
+    specific, general = candidates & bound, candidates & ~bound
     if not specific:
-        return comb(general, n)
-    return sum(comb(specific, k) * comb(general, n - k) for k in (1, 2) if k <= n)
+        return idea_free_sets([general], rules.by_idea.values(), n)[(n,)]
+    by_split = idea_free_sets([specific, general], rules.by_idea.values(), n)
+    return sum(by_split.get((k, n - k), 0) for k in (1, 2) if k <= n)
 
 
 def _free_text_capacity(pools: Pools, n: int) -> int:
     fit = FitIndex(pools)
-    handwritten = sum(comb(fit.allowed_mask(from_message(m, pools).licence).bit_count(), n) for m in pools.messages)
+    ideas = RuleMasks(pools.challenges).by_idea.values()
+    handwritten = sum(
+        idea_free_sets([fit.allowed_mask(from_message(m, pools).licence)], ideas, n)[(n,)] for m in pools.messages
+    )
     composed = 0
     for facet in pools.facets:
         fitting = fit.count([facet])
@@ -471,7 +477,7 @@ def _free_text_capacity(pools: Pools, n: int) -> int:
                     for p in pools.frames[level]
                 )
                 surfaces += len(phrases) * frames * len(pools.topics)
-        composed += surfaces * comb(fitting, n)
+        composed += surfaces * idea_free_sets([fit.fitting_mask([facet])], ideas, n)[(n,)]
     return handwritten + composed
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import repeat, starmap
+from itertools import product, repeat, starmap
+from math import comb, prod
 from typing import NamedTuple
 
 from ..pools import Facet, PoolChallenge
@@ -94,11 +95,18 @@ class RuleMasks:
         self.by_excluded_work_type = _masks_by_value(challenges, lambda c: c.not_work_types)
         self.by_season = _masks_by_value(challenges, lambda c: (c.season,) if c.season is not None else ())
         self.by_need = _masks_by_value(challenges, lambda c: c.needs)
+        self.by_idea = _masks_by_value(challenges, lambda c: (c.idea,) if c.idea is not None else ())
+        self.with_idea = _mask_where(challenges, lambda c: c.idea is not None)
         # Challenges bound by each rule at all: outside these masks the rule lets everything through.
         self.placed = _mask_where(challenges, lambda c: bool(c.places))
         self.typed = _mask_where(challenges, lambda c: bool(c.work_types))
         self.commute = _mask_where(challenges, lambda c: bool(c.not_work_types))
         self.seasonal = _mask_where(challenges, lambda c: c.season is not None)
+
+    def distinct_ideas(self, mask: int) -> int:
+        """The most challenges of ``mask`` one answer can hold: those without an idea, and one per idea."""
+        ideas = sum(1 for idea in self.by_idea.values() if mask & idea)
+        return (mask & ~self.with_idea).bit_count() + ideas
 
     def allowed_mask(self, licence: Licence) -> int:
         mask = self.every
@@ -115,6 +123,42 @@ class RuleMasks:
             if need not in licence.needs:
                 mask &= ~needing
         return mask
+
+
+def idea_free_sets(parts: Sequence[int], ideas: Iterable[int], n: int) -> dict[tuple[int, ...], int]:
+    """How many sets of ``n`` challenges from the disjoint masks ``parts`` hold no two of one idea (``ideas``: a
+    mask per idea), by how many each part gives: ``{(k0, k1, ...): sets}`` for every split with k0 + k1 + ... = n.
+
+    The coefficients of the product of (1 + c1 x1 + c2 x2 + ...) over the ideas (one member at most, c_j of them
+    in part j) and (1 + x_j) over each challenge of part j that has no idea.
+    """
+    zero = (0,) * len(parts)
+    grouped: dict[tuple[int, ...], int] = {zero: 1}
+    with_idea = 0
+    for idea in ideas:
+        with_idea |= idea
+        counts = [(part & idea).bit_count() for part in parts]
+        if not any(counts):
+            continue
+        grown = dict(grouped)
+        for split, ways in grouped.items():
+            if sum(split) < n:
+                for j, members in enumerate(counts):
+                    if members:
+                        key = (*split[:j], split[j] + 1, *split[j + 1 :])
+                        grown[key] = grown.get(key, 0) + ways * members
+        grouped = grown
+    singles = [(part & ~with_idea).bit_count() for part in parts]
+    found: dict[tuple[int, ...], int] = {}
+    for total in product(range(n + 1), repeat=len(parts)):
+        if sum(total) != n:
+            continue
+        found[total] = sum(
+            ways * prod(comb(single, k - a) for single, k, a in zip(singles, total, split, strict=True))
+            for split, ways in grouped.items()
+            if all(a <= k for a, k in zip(split, total, strict=True))
+        )
+    return found
 
 
 class MatchMasks:
@@ -294,9 +338,11 @@ def choose_grouped(
     count: int,
     rng: random.Random,
     usage: LineUsage,
+    taken_ideas: Collection[str] = (),
 ) -> list[int]:
     """Indices of the ``count`` best candidates: the best fit group first, uncapped lines before capped
-    ones within a group, then the lowest random tie-breaker.
+    ones within a group, then the lowest random tie-breaker; a candidate whose idea is already chosen (or in
+    ``taken_ideas``) is passed over, and comes back only when too few others are left to fill the answer.
 
     Every candidate draws its tie-breaker, in candidate order, whatever is chosen: the random stream
     (and so every later draw) does not depend on how the choice is computed. The result is the prefix
@@ -310,6 +356,8 @@ def choose_grouped(
     draws = list(starmap(rng.random, repeat((), len(candidates))))  # one rng.random() per candidate, looped in C
     check_caps = usage.any_capped(cap)
     chosen: list[int] = []
+    ideas = set(taken_ideas)
+    passed_over: list[int] = []
     for group in groups:
         tiers: Sequence[Sequence[int]] = (group,)
         if check_caps:
@@ -322,8 +370,37 @@ def choose_grouped(
             needed = count - len(chosen)
             if needed <= 0:
                 return chosen
-            chosen += lowest_draws(tier, draws, needed)
-    return chosen
+            chosen += _new_ideas_first(candidates, tier, draws, needed, ideas, passed_over)
+    return chosen + passed_over[: count - len(chosen)]
+
+
+def _new_ideas_first(
+    candidates: Sequence[PoolChallenge],
+    tier: Sequence[int],
+    draws: list[float],
+    needed: int,
+    ideas: set[str],
+    passed_over: list[int],
+) -> list[int]:
+    """:func:`lowest_draws`, skipping candidates whose idea is in ``ideas`` (they go to ``passed_over``);
+    the ideas chosen join ``ideas``. Most picks have no idea, so the plain answer is tried first."""
+    picked = lowest_draws(tier, draws, needed)
+    picked_ideas = [idea for i in picked if (idea := candidates[i].idea) is not None]
+    if len(set(picked_ideas)) == len(picked_ideas) and ideas.isdisjoint(picked_ideas):
+        ideas.update(picked_ideas)
+        return picked
+    found: list[int] = []
+    for i in sorted(tier, key=draws.__getitem__):  # the same order lowest_draws takes them in
+        idea = candidates[i].idea
+        if idea is not None and idea in ideas:
+            passed_over.append(i)
+            continue
+        if idea is not None:
+            ideas.add(idea)
+        found.append(i)
+        if len(found) == needed:
+            break
+    return found
 
 
 # From this many candidates on, the few lowest draws are found faster without sorting them all.
@@ -399,7 +476,8 @@ def choose_base_info(
     wanted = max(wanted, count - len(general))
     chosen = [specific[i] for i in choose_grouped(specific, flat_groups(specific), wanted, rng, usage)]
     rest = count - len(chosen)
-    return chosen + [general[i] for i in choose_grouped(general, flat_groups(general), rest, rng, usage)]
+    taken = [c.idea for c in chosen if c.idea is not None]
+    return chosen + [general[i] for i in choose_grouped(general, flat_groups(general), rest, rng, usage, taken)]
 
 
 def base_info_sentence_reason(picks: Sequence[Pick]) -> str:
