@@ -60,7 +60,7 @@ class FitIndex:
         self.pools = pools
         matches = MatchMasks(pools.challenges)
         self._meets = {f.key: matches.meets_mask(f) for f in pools.facets}
-        self._rules = RuleMasks(pools.challenges)
+        self.rules = RuleMasks(pools.challenges)
         self._allowed: dict[Licence, int] = {}
         self._meets_bits: dict[str, npt.NDArray[np.bool_]] = {}
         self._allowed_sets: dict[Licence, AllowedSet] = {}
@@ -70,7 +70,7 @@ class FitIndex:
     def allowed_mask(self, licence: Licence) -> int:
         """Challenges the hard rules allow for ``licence`` (:func:`~.selection.allowed`, as a mask)."""
         if licence not in self._allowed:
-            self._allowed[licence] = self._rules.allowed_mask(licence)
+            self._allowed[licence] = self.rules.allowed_mask(licence)
         return self._allowed[licence]
 
     def meets_bits(self, facet: Facet) -> npt.NDArray[np.bool_]:
@@ -96,7 +96,7 @@ class FitIndex:
         keys = tuple([f.key for f in facets])
         found = self._count_by_facet_keys.get(keys)
         if found is None:
-            found = self._count_by_facet_keys[keys] = self._rules.distinct_ideas(self.fitting_mask(facets))
+            found = self._count_by_facet_keys[keys] = self.rules.distinct_ideas(self.fitting_mask(facets))
         return found
 
     def fitting_mask(self, facets: Sequence[Facet]) -> int:

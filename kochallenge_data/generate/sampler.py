@@ -458,14 +458,14 @@ def _base_info_sets(rules: RuleMasks, location: str, work_type: str, category: s
 
 def _free_text_capacity(pools: Pools, n: int) -> int:
     fit = FitIndex(pools)
-    ideas = RuleMasks(pools.challenges).by_idea.values()
+    ideas = fit.rules.by_idea.values()
     handwritten = sum(
         idea_free_sets([fit.allowed_mask(from_message(m, pools).licence)], ideas, n)[(n,)] for m in pools.messages
     )
     composed = 0
     for facet in pools.facets:
-        fitting = fit.count([facet])
-        if fitting < n:
+        answers = idea_free_sets([fit.fitting_mask([facet])], ideas, n)[(n,)]
+        if not answers:  # fewer than n fitting challenges of different ideas
             continue
         surfaces = 0
         for role in ("reason", "want"):
@@ -477,7 +477,7 @@ def _free_text_capacity(pools: Pools, n: int) -> int:
                     for p in pools.frames[level]
                 )
                 surfaces += len(phrases) * frames * len(pools.topics)
-        composed += surfaces * idea_free_sets([fit.fitting_mask([facet])], ideas, n)[(n,)]
+        composed += surfaces * answers
     return handwritten + composed
 
 
