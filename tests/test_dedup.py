@@ -203,6 +203,21 @@ def test_gram_store_extend_is_append_one_by_one(sizes: list[int], groups: int, m
         assert np.array_equal(extended.get(k), item) and np.array_equal(one_by_one.get(k), item)
 
 
+@given(st.lists(st.integers(1, 30), min_size=1, max_size=40), st.integers(8, 400), st.data())
+def test_gather_is_get_of_each_item(sizes: list[int], memory: int, data: st.DataObject) -> None:
+    # Items on both sides of the memory limit, asked for in any order and more than once.
+    store = GramStore(memory)
+    store._memory_limit = memory  # below the default floor, to reach the file
+    items = [np.arange(n, dtype=np.uint64) * 11 + k for k, n in enumerate(sizes)]
+    for item in items:
+        store.append(item)
+    asked = data.draw(st.lists(st.integers(0, len(items) - 1), min_size=1, max_size=60))
+    grams, lengths = store.gather(np.array(asked, dtype=np.int64))
+    assert lengths.tolist() == [len(items[k]) for k in asked]
+    assert np.array_equal(grams, np.concatenate([store.get(k) for k in asked]))
+    assert np.array_equal(grams, np.concatenate([items[k] for k in asked]))
+
+
 @given(mixed_text, mixed_text)
 def test_fast_normalization_is_the_same(text: str, other: str) -> None:
     assert normalized(text) == normalize_for_compare(text)

@@ -27,7 +27,16 @@ from functools import lru_cache
 import numpy as np
 
 from .index_store import GRAMS_IN_MEMORY, GramStore, SortedRuns, grown
-from .minhash import BANDS, HASHES, Fingerprint, FingerprintBatch, band_keys, fingerprint, jaccard_many
+from .minhash import (
+    BANDS,
+    HASHES,
+    Fingerprint,
+    FingerprintBatch,
+    band_keys,
+    fingerprint,
+    jaccard_flat,
+    jaccard_many,
+)
 
 DEFAULT_THRESHOLD = 0.8
 # A stored signature row: HASHES bytes and zeros up to a multiple of 8, so rows can be summed as uint64 words.
@@ -84,6 +93,7 @@ def agreeing_hashes(rows: np.ndarray, other: np.ndarray) -> np.ndarray:
 
 
 Hit = tuple[str, int, float]
+Best = tuple[int, float]  # (position, similarity)
 
 
 class DuplicateIndex:
@@ -145,7 +155,8 @@ class DuplicateIndex:
         self._bands.flush()
         exact_in_runs = self._exact.in_runs(batch.keys)
         pending = _Pending(len(self), batch, _low_bits(batch.signatures), ids)
-        likely_stored = self._likely_stored(batch, pending.low)
+        # What the batch's texts nearly repeat in the index as it stood does not depend on the batch's own order.
+        best_stored = self._best_stored(batch, *self._likely_stored(batch, pending.low))
         same_key_before = earlier_equal(batch.keys[:, None])
         same_band_before = earlier_equal(batch.bands)
         position_of = [-1] * len(batch)  # where each text of the batch is to be stored, if it is
@@ -158,17 +169,18 @@ class DuplicateIndex:
                 hits.append(("duplicate", self._id_at(min(earlier), pending), 1.0))
                 continue
             in_batch = [position_of[k] for k in same_band_before.get(i, ()) if position_of[k] >= 0]
-            likely = likely_stored.get(i, []) + (self._likely(pending.low[i], in_batch, pending) if in_batch else [])
-            hit = self._most_similar(batch.item(i).grams, likely, pending)
+            likely = self._likely(pending.low[i], in_batch, pending) if in_batch else []
+            hit = self._most_similar(batch.item(i).grams, likely, pending, best_stored.get(i))
             if hit is None:
                 position_of[i] = pending.keep(i)
             hits.append(hit)
         self._store_pending(pending)
         return hits
 
-    def _likely_stored(self, batch: FingerprintBatch, low: np.ndarray) -> dict[int, list[int]]:
-        """For each text of the batch, the stored texts sharing a band with it whose signatures (``low``, their
-        stored form) agree enough to be worth an exact check, in ascending order."""
+    def _likely_stored(self, batch: FingerprintBatch, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored texts sharing a band with a text of the batch whose signatures (``low``, their stored form)
+        agree enough to be worth an exact check, as distinct (text, stored position) pairs sorted by text and
+        then by position: two int64 arrays."""
         needles, positions = self._bands.pairs_in_runs(batch.bands.ravel())
         texts = needles // BANDS
         # A pair sharing several bands is judged more than once here: cheaper than making the pairs distinct first.
@@ -177,17 +189,29 @@ class DuplicateIndex:
             part = slice(start, start + PAIRS_AT_ONCE)
             agreeing[part] = agreeing_hashes(self._signatures[positions[part]], low[texts[part]])
         likely = agreeing >= _likely_count(self.threshold)
-        if not likely.any():
-            return {}
-        # Distinct (text, stored position) pairs, sorted by text and then position.
         pairs = np.unique(texts[likely] << 32 | positions[likely])
-        texts, positions = pairs >> 32, pairs & 0xFFFFFFFF
+        return pairs >> 32, pairs & 0xFFFFFFFF
+
+    def _best_stored(self, batch: FingerprintBatch, texts: np.ndarray, positions: np.ndarray) -> dict[int, Best]:
+        """For each text of the batch, the most similar of its likely stored texts (the earliest on a tie) by exact
+        Jaccard, where that reaches the threshold. The shingles of every pair are read at once."""
+        if not len(texts):
+            return {}
+        others, lengths = self._grams.gather(positions)
         bounds = np.flatnonzero(np.diff(texts)) + 1
-        return {
-            int(group_texts[0]): group.tolist()
-            for group_texts, group in zip(np.split(texts, bounds), np.split(positions, bounds), strict=True)
-            if len(group)
-        }
+        starts, ends = np.concatenate([[0], bounds]), np.append(bounds, len(texts))
+        gram_ends = np.cumsum(lengths)
+        found: dict[int, Best] = {}
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            text = int(texts[start])
+            first_gram = int(gram_ends[start - 1]) if start else 0
+            similarities = jaccard_flat(
+                batch.item(text).grams, others[first_gram : int(gram_ends[end - 1])], lengths[start:end]
+            )
+            best = int(np.argmax(similarities))  # the earliest of the most similar
+            if similarities[best] >= self.threshold:
+                found[text] = (int(positions[start + best]), float(similarities[best]))
+        return found
 
     def _exact_id(self, key: int) -> int | None:
         positions = self._exact.values(np.array([key], dtype=np.uint64))
@@ -259,21 +283,25 @@ class DuplicateIndex:
         likely: list[int] = positions[agreeing >= _likely_count(self.threshold)].tolist()
         return likely
 
-    def _most_similar(self, grams: np.ndarray, likely: list[int], pending: _Pending | None) -> Hit | None:
-        """Of ``likely`` (ascending positions), the most similar at or over the threshold, the earliest on a tie."""
-        if not likely:
+    def _most_similar(
+        self, grams: np.ndarray, likely: list[int], pending: _Pending | None, earlier: Best | None = None
+    ) -> Hit | None:
+        """Of ``likely`` (ascending positions), the most similar at or over the threshold, the earliest on a tie;
+        ``earlier`` is the best of candidates before all of ``likely``, already judged."""
+        best = earlier
+        if likely:
+            base = pending.base if pending is not None else len(self)
+            others = [
+                self._grams.get(position) if position < base else self._pending_grams(position, pending)
+                for position in likely
+            ]
+            similarities = jaccard_many(grams, others)
+            at = int(np.argmax(similarities))  # the earliest of the most similar
+            if similarities[at] >= self.threshold and (best is None or similarities[at] > best[1]):
+                best = (likely[at], float(similarities[at]))
+        if best is None:
             return None
-        base = pending.base if pending is not None else len(self)
-        others = [
-            self._grams.get(position) if position < base else self._pending_grams(position, pending)
-            for position in likely
-        ]
-        similarities = jaccard_many(grams, others)
-        best = int(np.argmax(similarities))  # the earliest of the most similar
-        similarity = float(similarities[best])
-        if similarity < self.threshold:
-            return None
-        return ("near_duplicate", self._id_at(likely[best], pending), similarity)
+        return ("near_duplicate", self._id_at(best[0], pending), best[1])
 
     @staticmethod
     def _pending_grams(position: int, pending: _Pending | None) -> np.ndarray:

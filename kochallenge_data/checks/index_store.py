@@ -3,6 +3,7 @@ text's shingles in one flat buffer that spills to a temporary file past a memory
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 from collections.abc import Sequence
@@ -148,7 +149,8 @@ class GramStore:
     """Every stored text's shingles in one flat uint64 buffer with offsets.
 
     The first ``memory_bytes`` stay in memory; later items go to an unnamed temporary file and are read
-    back with ``pread`` (from the page cache, in practice) only to confirm a candidate.
+    back (from the page cache, in practice) only to confirm a candidate: one item with ``pread``, many at once
+    through a mapping.
     """
 
     def __init__(self, memory_bytes: int = GRAMS_IN_MEMORY) -> None:
@@ -208,6 +210,32 @@ class GramStore:
         assert self._file is not None
         data = os.pread(self._file.fileno(), (end - start) * 8, start * 8)
         return np.frombuffer(data, dtype=np.uint64)
+
+    def gather(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The grams of many items, one after another, and each one's length: :meth:`get` for each, with the
+        file read through one short-lived mapping instead of a ``pread`` an item (unmapped before returning,
+        so its pages do not stay in the resident set)."""
+        items = np.asarray(items, dtype=np.int64)
+        ends = self._ends[items]
+        first_of_storage = (items == 0) | (items == (-1 if self._spilled_from is None else self._spilled_from))
+        starts = np.where(first_of_storage, 0, self._ends[np.maximum(items - 1, 0)])
+        lengths = ends - starts
+        # Each gram's place in its storage: its item's start, plus how far into the item it is.
+        at = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+        grams = np.empty(len(at), dtype=np.uint64)
+        in_file = np.repeat(items >= self._spilled_from, lengths) if self._spilled_from is not None else None
+        if in_file is None or not in_file.any():
+            grams[:] = self._memory[at]
+            return grams, lengths
+        grams[~in_file] = self._memory[at[~in_file]]
+        self._write_out()
+        assert self._file is not None
+        size = os.fstat(self._file.fileno()).st_size
+        with mmap.mmap(self._file.fileno(), size, access=mmap.ACCESS_READ) as mapped:
+            stored = np.frombuffer(mapped, dtype=np.uint64)
+            grams[in_file] = stored[at[in_file]]
+            del stored  # the mapping cannot close while an array still views it
+        return grams, lengths
 
     def _start(self, item: int) -> int:
         return 0 if item == 0 or item == self._spilled_from else int(self._ends[item - 1])

@@ -120,8 +120,11 @@ def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
 def jaccard_many(grams: np.ndarray, others: Sequence[np.ndarray]) -> np.ndarray:
     """:func:`jaccard` of ``grams`` with each of ``others``, for sorted arrays of distinct values (none empty: a
     text's shingles never are), in a few numpy calls for all the pairs: the same integers, so the same floats."""
-    lengths = np.array([len(other) for other in others], dtype=np.int64)
-    flat = np.concatenate(others)
+    return jaccard_flat(grams, np.concatenate(others), np.array([len(other) for other in others], dtype=np.int64))
+
+
+def jaccard_flat(grams: np.ndarray, flat: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """:func:`jaccard_many` with the others one after another in ``flat``, other ``i`` of ``lengths[i]`` values."""
     at = np.searchsorted(grams, flat)
     at[at == len(grams)] = 0
     shared = np.add.reduceat((grams[at] == flat).astype(np.int64), np.cumsum(lengths) - lengths)
