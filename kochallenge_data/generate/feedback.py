@@ -178,11 +178,14 @@ class WeekSampler:
         # Sorting the offsets sorts the times they make.
         offsets = sorted([randint(rng, 0, window_seconds) for _ in range(count)])
         submissions = tuple([(rng.random() < 0.85, window_start + timedelta(seconds=s)) for s in offsets])
+        if submissions and not any(ok for ok, _ in submissions) and end <= week_end:
+            # A missed one is offered for a retry next week ("다음 주에 다시 해 봐요"), so it must still be running.
+            end = week_start + _LAST_SECOND_AFTER[7]
         return GroupEntry(challenge_id, title, start, end, submissions)
 
 
 # A group challenge starts up to two weeks before the week and ends 3 to 20 days into it (7 to 20 when it has no
-# submission), at its last second.
+# successful submission), at its last second.
 _DAYS_BEFORE = tuple(timedelta(days=days) for days in range(15))
 _LAST_SECOND_AFTER = {days: timedelta(days=days, hours=23, minutes=59, seconds=59) for days in range(3, 21)}
 
