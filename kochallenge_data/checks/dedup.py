@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .index_store import GRAMS_IN_MEMORY, GramStore, SortedRuns, grown
+from .index_store import GRAMS_IN_MEMORY, GramStore, SortedRuns, concatenated_ranges, grown
 from .minhash import (
     BANDS,
     HASHES,
@@ -238,9 +238,8 @@ class DuplicateIndex:
         ends = pending.batch.ends
         starts = np.concatenate([[0], ends[:-1]])[kept]
         lengths = ends[kept] - starts
-        # The kept texts' grams, one after another: each one's start, plus how far into it.
-        within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        self._grams.extend(pending.batch.grams[np.repeat(starts, lengths) + within], lengths)
+        # The kept texts' grams, one after another.
+        self._grams.extend(pending.batch.grams[concatenated_ranges(starts, lengths)], lengths)
         self._exact.add_run(pending.batch.keys[kept], positions)
         self._bands.add_run(pending.batch.bands[kept].ravel(), np.repeat(positions, BANDS))
 

@@ -79,10 +79,8 @@ class SortedRuns:
                 continue
             low = low[present]
             counts = np.searchsorted(run_keys, needles[present], side="right") - low
-            # Each match's place in the run: its range's start, plus how far into the range it is.
-            starts = np.repeat(low - (np.cumsum(counts) - counts), counts)
             needles_at.append(np.repeat(order[present], counts))
-            found.append(run_values[starts + np.arange(len(starts))].astype(np.int64))
+            found.append(run_values[concatenated_ranges(low, counts)].astype(np.int64))
         if not found:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         return np.concatenate(needles_at).astype(np.int64), np.concatenate(found)
@@ -215,9 +213,10 @@ class GramStore:
         whole blocks around every page touched, and the resident set of a million-record build doubled.)"""
         items = np.asarray(items, dtype=np.int64)
         distinct, which = np.unique(items, return_inverse=True)
-        starts, lengths = self._starts(distinct), self._ends[distinct] - self._starts(distinct)
+        starts = self._starts(distinct)
+        lengths = self._ends[distinct] - starts
         in_memory = distinct < (self._count if self._spilled_from is None else self._spilled_from)
-        pieces = [self._memory[_ranges(starts[in_memory], lengths[in_memory])]]
+        pieces = [self._memory[concatenated_ranges(starts[in_memory], lengths[in_memory])]]
         if not in_memory.all():
             self._write_out()
             assert self._file is not None
@@ -230,7 +229,7 @@ class GramStore:
         # distinct is sorted, so the items in memory come first, as in the pieces.
         grams_of_distinct = np.concatenate(pieces)
         offsets = np.cumsum(lengths) - lengths
-        return grams_of_distinct[_ranges(offsets[which], lengths[which])], lengths[which]
+        return grams_of_distinct[concatenated_ranges(offsets[which], lengths[which])], lengths[which]
 
     def _starts(self, items: np.ndarray) -> np.ndarray:
         """:meth:`_start` of each item."""
@@ -250,8 +249,9 @@ class GramStore:
             self._unwritten_bytes = 0
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The indices start, start + 1, ... of each range, one range after another."""
+def concatenated_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The indices start, start + 1, ... of each range, one range after another: each index is its range's start
+    plus how far into the range it is."""
     return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
 
 
