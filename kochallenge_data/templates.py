@@ -22,6 +22,7 @@ from .josa import PARTICLE_PAIRS, attach_particle
 from .resources import shipped_dir
 from .safe_files import UnsafeFileError, read_user_text
 from .template_sandbox import BoundedSandbox
+from .template_skeleton import render_by_skeleton
 
 # Each template the generator renders, with the variables it provides to it.
 TEMPLATE_VARIABLES: Mapping[str, frozenset[str]] = {
@@ -209,6 +210,8 @@ class Template:
     def render(self, **values: Any) -> str:
         """The rendered text; anything the template does wrong becomes a TemplateError naming its file."""
         fast = render_simple(self.source, values)
+        if fast is None:
+            fast = render_by_skeleton(self.source, values)
         if fast is None:
             try:
                 fast = str(compiled(self.source).render(**values)).strip()

@@ -37,6 +37,11 @@ def _is_regional(char: str) -> bool:
     return "\U0001f1e6" <= char <= "\U0001f1ff"
 
 
+def joins_a_neighbour(char: str) -> bool:
+    """Whether :func:`grapheme_clusters` may put ``char`` in one cluster with the character before or after it."""
+    return _extends(char) or _is_regional(char) or char == ZWJ
+
+
 def _extends(char: str) -> bool:
     """Characters that belong to the cluster before them."""
     if char in (VS15, VS16, KEYCAP, ZWJ):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import re
@@ -18,6 +19,7 @@ from kochallenge_data.build import (
     BuildConfig,
     build_dataset,
     build_to_files,
+    plan_build,
     split_counts,
     write_build,
 )
@@ -322,14 +324,26 @@ def test_array_items_join_into_exactly_the_dataset_bytes(rows: list[dict[str, st
 
 
 @settings(max_examples=60)
-@given(titles=st.lists(st.text(max_size=6), min_size=1, max_size=6, unique=True), seed=st.randoms())
-def test_equal_keys_have_one_digest_whatever_the_set_order(titles: list[str], seed: object) -> None:
-    shuffled = list(titles)
-    seed.shuffle(shuffled)  # type: ignore[attr-defined]
-    assert key_digest(("base_info", "도시", frozenset(titles))) == key_digest(
-        ("base_info", "도시", frozenset(shuffled))
+@given(
+    key=st.recursive(
+        st.text(max_size=6) | st.integers(-(2**63), 2**63 - 1) | st.booleans(), lambda inner: st.tuples(inner, inner)
     )
-    assert key_digest(("base_info", "도시", frozenset(titles))) != key_digest(("base_info", "산", frozenset(titles)))
+)
+def test_key_digests_tell_keys_apart(key: object) -> None:
+    assert key_digest(key) == key_digest(copy.deepcopy(key))
+    assert key_digest(("x", key)) != key_digest(("y", key))
+    assert key_digest((key, True)) != key_digest((key, 1))
+
+
+def test_a_recommendation_key_holds_its_challenges_in_one_order() -> None:
+    config = BuildConfig(size=60, seed=5, mix={"base_info": 1.0, "free_text": 1.0, "feedback": 0.0})
+    plan = plan_build(config)
+    for task in plan.order:
+        candidate = plan.sampler.draw(task)
+        titles = [line.partition(": ")[0] for line in candidate.output.split("\n")[1:]]
+        assert candidate.key == (task, candidate.input, *sorted(titles))
+    with pytest.raises(TypeError):
+        key_digest(("base_info", "도시", frozenset(titles)))
 
 
 def test_a_failed_build_leaves_no_output_and_no_temporary_file(tmp_path: Path) -> None:

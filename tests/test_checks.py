@@ -85,8 +85,11 @@ def test_feedback_allows_digits_and_emoji_but_not_past_100(phrase: str, emoji: s
 
 # The speed-only helpers in checks/record.py must give exactly what the functions they stand for give.
 
+from emoji import EMOJI_DATA  # noqa: E402
+
+from kochallenge_data.checks import korean  # noqa: E402
 from kochallenge_data.checks.record import by_words, has_emoji  # noqa: E402
-from kochallenge_data.text import broken_sequences, emoji_in  # noqa: E402
+from kochallenge_data.text import broken_sequences, emoji_in, grapheme_clusters  # noqa: E402
 
 from .strategies import INVISIBLE, mixed_text  # noqa: E402
 
@@ -104,8 +107,20 @@ def test_word_by_word_span_finders_match_the_whole_text_walk(text: str) -> None:
         assert by_words(text, lambda piece, p=policy: disallowed_spans(piece, p)) == disallowed_spans(text, policy)
 
 
-@settings(max_examples=300)
-@given(st.one_of(spaced_mixed_text, st.lists(st.sampled_from([*EMOJI, *INVISIBLE, "가", " ", "1", "#"])).map("".join)))
+ONE_CHARACTER_EMOJI = sorted(key for key in EMOJI_DATA if len(key) == 1)
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        spaced_mixed_text,
+        st.lists(st.sampled_from([*EMOJI, *INVISIBLE, "가", " ", "1", "#"])).map("".join),
+        # Every emoji of one character, beside joiners, selectors, keycap bases and other emoji.
+        st.lists(
+            st.one_of(st.sampled_from(ONE_CHARACTER_EMOJI), st.sampled_from([*INVISIBLE, "\u20e3", "1", "가"]))
+        ).map("".join),
+    )
+)
 def test_has_emoji_matches_the_emoji_library(text: str) -> None:
     assert has_emoji(text) == bool(emoji_in(text))
 
@@ -185,3 +200,19 @@ def test_a_feedback_input_is_judged_by_its_decoded_strings_with_or_without_the_s
     text = json.dumps({"title": value}, ensure_ascii=ascii_only)
     walked = [f.code for string in strings_in(json.loads(text)) for f in _broken_findings(0, "input", string)]
     assert [f.code for f in _json_values_broken_findings(0, "input", text)] == walked
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(ONE_CHARACTER_EMOJI),
+            st.sampled_from(["가", "각", " ", "1", ".", "~", "…", "a", "\u20e3", "\u1161", *INVISIBLE]),
+        ),
+        max_size=12,
+    ).map("".join)
+)
+def test_text_the_quick_pattern_passes_has_no_cluster_the_policy_forbids(text: str) -> None:
+    for policy in DEFAULT_POLICY.values():
+        if korean._plain_pattern(policy).fullmatch(text):
+            assert all(korean._allowed(cluster, policy) for cluster in grapheme_clusters(text)), text

@@ -6,9 +6,10 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 
+from emoji import EMOJI_DATA
 from pydantic import BaseModel, ConfigDict
 
-from ..text import grapheme_clusters, is_emoji_cluster
+from ..text import VS16, ZWJ, grapheme_clusters, is_emoji_cluster, joins_a_neighbour
 
 
 class FieldPolicy(BaseModel):
@@ -45,11 +46,35 @@ def _allowed(cluster: str, policy: FieldPolicy) -> bool:
     return policy.emoji and is_emoji_cluster(cluster)
 
 
-@lru_cache(maxsize=32)
 def _plain_pattern(policy: FieldPolicy) -> re.Pattern[str]:
-    """Text made only of these characters passes without the per-cluster walk."""
-    digits = "0-9" if policy.digits else ""
-    return re.compile(f"[가-힣 {digits}{re.escape(policy.punctuation)}]*")
+    """Text made only of these characters passes without the per-cluster walk: each is a cluster of its own and
+    allowed alone. Looked up by the policy's values (hashing the model itself costs more than the match)."""
+    return _plain_pattern_for(policy.digits, policy.emoji, policy.punctuation)
+
+
+@lru_cache(maxsize=32)
+def _plain_pattern_for(digits: bool, emoji: bool, punctuation: str) -> re.Pattern[str]:
+    allowed = "가-힣 " + ("0-9" if digits else "") + re.escape(punctuation)
+    return re.compile(f"[{allowed}{_lone_emoji_class() if emoji else ''}]*")
+
+
+@lru_cache(maxsize=1)
+def _lone_emoji_class() -> str:
+    """Emoji of one character that never join a neighbour into one cluster (no modifier, flag letter or joiner),
+    as ranges for a character class: a run of them and plain characters is a run of allowed one-character
+    clusters."""
+    codes = sorted(
+        ord(key)
+        for key in EMOJI_DATA
+        if len(key) == 1 and is_emoji_cluster(key) and not joins_a_neighbour(key) and key not in (ZWJ, VS16)
+    )
+    ranges: list[list[int]] = []
+    for code in codes:
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
 
 
 def disallowed_spans(text: str, policy: FieldPolicy) -> list[tuple[int, int]]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
 
 import orjson
+from emoji import EMOJI_DATA
 from emoji.tokenizer import EmojiMatch, get_search_tree, tokenize
 from pydantic import ValidationError
 
@@ -378,9 +379,20 @@ def _shifted(span: Span, by: int) -> Span:
 
 @lru_cache(maxsize=1)
 def _emoji_start() -> re.Pattern[str]:
-    """Any character an emoji can begin with (the first level of the emoji library's search tree), as
-    ranges: a class of 1,400 single characters makes the regex engine slow."""
-    codes = sorted(ord(c) for c in get_search_tree())
+    """Any character an emoji can begin with (the first level of the emoji library's search tree)."""
+    return _character_class(get_search_tree())
+
+
+@lru_cache(maxsize=1)
+def _one_character_emoji() -> re.Pattern[str]:
+    """Any character that is an emoji on its own (🥳): wherever it stands, the tokenizer finds an emoji there, or
+    a longer one that holds it."""
+    return _character_class(key for key in EMOJI_DATA if len(key) == 1)
+
+
+def _character_class(characters: Iterable[str]) -> re.Pattern[str]:
+    """The characters as ranges: a class of 1,400 single characters makes the regex engine slow."""
+    codes = sorted(ord(c) for c in characters)
     ranges: list[tuple[int, int]] = []
     for code in codes:
         if ranges and code == ranges[-1][1] + 1:
@@ -391,8 +403,11 @@ def _emoji_start() -> re.Pattern[str]:
 
 
 def has_emoji(text: str) -> bool:
-    """``bool(emoji_in(text))``: the library's tokenizer, started at the first character an emoji can
-    begin with (before it nothing can change what the tokenizer finds), and stopped at the first emoji."""
+    """``bool(emoji_in(text))``: true at once for a one-character emoji; otherwise the library's tokenizer,
+    started at the first character an emoji can begin with (before it nothing can change what the tokenizer
+    finds), and stopped at the first emoji."""
+    if _one_character_emoji().search(text):
+        return True  # the common case, with no walk through the text
     start = _emoji_start().search(text)
     if start is None:
         return False

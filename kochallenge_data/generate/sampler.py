@@ -74,7 +74,9 @@ class Candidate(NamedTuple):
     instruction: str
     input: str
     output: str
-    key: Hashable  # two candidates with the same key count as the same record
+    # Two candidates with the same key count as the same record: nested tuples of strings, numbers and booleans,
+    # with no set (a set's order follows salted hashes, and the gate digests keys as written).
+    key: Hashable
     meta: dict[str, Any]
 
     def model_record(self) -> dict[str, str]:
@@ -352,7 +354,7 @@ class Sampler:
             instruction.text,
             input_text,
             self._recommendation(recommend, picks),
-            (task, input_text, frozenset([c.title for c in challenges])),
+            (task, input_text, *sorted([c.title for c in challenges])),  # the same challenges in any order
             {
                 "task": task,
                 **meta,
