@@ -107,7 +107,7 @@ def _skeleton(source: str, shape: Shape) -> tuple[Part, ...] | None:
 @lru_cache(maxsize=256)
 def _copies_only(source: str) -> bool:
     """Whether the layout only copies its values (the grammar in the module docstring)."""
-    if any(marker in source for marker in (_OPEN, _SEP, _CLOSE)):
+    if not _plain(source):
         return False
     from .templates import environment
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -35,6 +35,18 @@ def normalize_for_compare(text: str) -> str:
 
 def _is_regional(char: str) -> bool:
     return "\U0001f1e6" <= char <= "\U0001f1ff"
+
+
+def character_ranges(characters: Iterable[str]) -> str:
+    """The characters as the inside of a regex character class, consecutive code points as ranges: a class of
+    1,400 single characters makes the regex engine slow."""
+    ranges: list[list[int]] = []
+    for code in sorted(ord(c) for c in characters):
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "".join(f"{re.escape(chr(low))}-{re.escape(chr(high))}" for low, high in ranges)
 
 
 def joins_a_neighbour(char: str) -> bool:

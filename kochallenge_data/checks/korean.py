@@ -9,7 +9,7 @@ from functools import lru_cache
 from emoji import EMOJI_DATA
 from pydantic import BaseModel, ConfigDict
 
-from ..text import VS16, ZWJ, grapheme_clusters, is_emoji_cluster, joins_a_neighbour
+from ..text import character_ranges, grapheme_clusters, is_emoji_cluster, joins_a_neighbour
 
 
 class FieldPolicy(BaseModel):
@@ -61,20 +61,8 @@ def _plain_pattern_for(digits: bool, emoji: bool, punctuation: str) -> re.Patter
 @lru_cache(maxsize=1)
 def _lone_emoji_class() -> str:
     """Emoji of one character that never join a neighbour into one cluster (no modifier, flag letter or joiner),
-    as ranges for a character class: a run of them and plain characters is a run of allowed one-character
-    clusters."""
-    codes = sorted(
-        ord(key)
-        for key in EMOJI_DATA
-        if len(key) == 1 and is_emoji_cluster(key) and not joins_a_neighbour(key) and key not in (ZWJ, VS16)
-    )
-    ranges: list[list[int]] = []
-    for code in codes:
-        if ranges and code == ranges[-1][1] + 1:
-            ranges[-1][1] = code
-        else:
-            ranges.append([code, code])
-    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+    for a character class: a run of them and plain characters is a run of allowed one-character clusters."""
+    return character_ranges(key for key in EMOJI_DATA if len(key) == 1 and not joins_a_neighbour(key))
 
 
 def disallowed_spans(text: str, policy: FieldPolicy) -> list[tuple[int, int]]:

@@ -15,7 +15,16 @@ from pydantic import ValidationError
 
 from ..formats import CACHED_LINE
 from ..models import Finding, Task, WeeklyRecord
-from ..text import _MAY_BE_BROKEN, FEEDBACK_LIMIT, ZWJ, broken_sequences, escape_artifacts, nfc, strings_in
+from ..text import (
+    _MAY_BE_BROKEN,
+    FEEDBACK_LIMIT,
+    ZWJ,
+    broken_sequences,
+    character_ranges,
+    escape_artifacts,
+    nfc,
+    strings_in,
+)
 from .korean import DEFAULT_POLICY, FieldPolicy, _plain_pattern, describe_span, disallowed_spans
 from .spacing import SpacingChecker, SpacingResult
 from .structure import classify_json, line_problems, parse_or_explain
@@ -391,15 +400,7 @@ def _one_character_emoji() -> re.Pattern[str]:
 
 
 def _character_class(characters: Iterable[str]) -> re.Pattern[str]:
-    """The characters as ranges: a class of 1,400 single characters makes the regex engine slow."""
-    codes = sorted(ord(c) for c in characters)
-    ranges: list[tuple[int, int]] = []
-    for code in codes:
-        if ranges and code == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], code)
-        else:
-            ranges.append((code, code))
-    return re.compile("[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges) + "]")
+    return re.compile(f"[{character_ranges(characters)}]")
 
 
 def has_emoji(text: str) -> bool:
