@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .build_gate import Gate, InlineChecks, PoolChecks, Sink
+from .build_gate import Checks, Gate, InlineChecks, PoolChecks, Sink
 from .build_sink import FileSink, MemorySink, StreamedFile
 from .checks.dedup import DEFAULT_THRESHOLD, DuplicateIndex
 from .checks.diversity import DiversityTally
@@ -190,16 +190,20 @@ class DiversitySample:
 
 
 @contextmanager
-def open_gate(config: BuildConfig, plan: BuildPlan, sink: Sink, workers: int) -> Iterator[Gate]:
-    """The gate, checking in ``workers`` processes (1: in this one); the workers end with the block."""
+def open_checks(plan: BuildPlan, workers: int) -> Iterator[Checks]:
+    """Where the gate's checks run: ``workers`` processes (1: this one); the workers end with the block."""
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     checks = InlineChecks(plan.checker) if workers == 1 else PoolChecks(plan.checker, workers)
     try:
-        yield Gate(plan.sampler, checks, DuplicateIndex(config.near_duplicate_threshold), sink, config.max_reject_share)
+        yield checks
     finally:
         if isinstance(checks, PoolChecks):
             checks.close()
+
+
+def make_gate(config: BuildConfig, plan: BuildPlan, checks: Checks, sink: Sink) -> Gate:
+    return Gate(plan.sampler, checks, DuplicateIndex(config.near_duplicate_threshold), sink, config.max_reject_share)
 
 
 def build_dataset(config: BuildConfig, reporter: Reporter = SILENT, workers: int = 1) -> BuildResult:
@@ -209,18 +213,19 @@ def build_dataset(config: BuildConfig, reporter: Reporter = SILENT, workers: int
     started = time.perf_counter()
     plan = plan_build(config)
     sink = MemorySink()
-    with open_gate(config, plan, sink, workers) as gate:
+    with open_checks(plan, workers) as checks:
+        gate = make_gate(config, plan, checks, sink)
         gate.fill(plan.order, reporter)
+        stats = _stats(plan, gate)
+        if config.diversity:
+            sample = DiversitySample(diversity_strides(plan.order), DiversityTally(checks.read_words))
+            for candidate in sink.accepted:
+                sample.offer(candidate)
+            stats["diversity"] = sample.result()
     accepted = sink.accepted
     records = [Record(instruction=c.instruction, input=c.input, output=c.output) for c in accepted]
     tasks = [c.task for c in accepted]
     meta = [dict(c.meta, index=i) for i, c in enumerate(accepted)]
-    stats = _stats(plan, gate)
-    if config.diversity:
-        sample = DiversitySample(diversity_strides(plan.order))
-        for candidate in accepted:
-            sample.offer(candidate)
-        stats["diversity"] = sample.result()
     stats["seconds"] = round(time.perf_counter() - started, 2)
     result = BuildResult(records, tasks, meta, gate.rejected, stats)
     output_sha = sha256_bytes(dataset_bytes(r.model_dump() for r in records))
@@ -247,16 +252,19 @@ def build_to_files(
         for kind in ("rejected", "dataset", "meta"):
             files.append(StreamedFile(paths[kind]))
         rejected, dataset, meta = files
-        sample = DiversitySample(diversity_strides(plan.order))
-        sink = FileSink(dataset, meta, sample.offer if config.diversity else None)
-        with open_gate(config, plan, sink, workers) as gate:
+        with open_checks(plan, workers) as checks:
+            # The diversity figures' words are read where the checks run, so a worker build's own process
+            # never loads Kiwi.
+            sample = DiversitySample(diversity_strides(plan.order), DiversityTally(checks.read_words))
+            sink = FileSink(dataset, meta, sample.offer if config.diversity else None)
+            gate = make_gate(config, plan, checks, sink)
             gate.on_reject = lambda item: rejected.write(orjson.dumps(item) + b"\n")
             gate.keep_rejected = False
             gate.fill(plan.order, reporter)
-        sink.finish()
-        stats = _stats(plan, gate)
-        if config.diversity:
-            stats["diversity"] = sample.result()
+            sink.finish()
+            stats = _stats(plan, gate)
+            if config.diversity:
+                stats["diversity"] = sample.result()
         stats["seconds"] = round(time.perf_counter() - started, 2)
         output_sha = str(dataset.digest.hexdigest())
         clear_sidecars(paths)

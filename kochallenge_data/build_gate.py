@@ -21,6 +21,7 @@ import orjson
 
 from .check_workers import check_pool, worker_checker
 from .checks.dedup import DuplicateIndex
+from .checks.diversity import WordReading, morphemes_of_words, read_words_here
 from .checks.minhash import FingerprintBatch, fingerprint_batch
 from .checks.record import RecordChecker
 from .digest_set import DigestSet
@@ -73,6 +74,10 @@ class Checks(Protocol):
 
     def submit(self, items: list[CheckItem]) -> Callable[[], CheckedBatch]: ...
 
+    def read_words(self, words: list[str]) -> WordReading:
+        """Kiwi's morphemes of each word, for the diversity figures (:data:`.checks.diversity.WordReader`)."""
+        ...
+
     @property
     def ahead(self) -> int: ...
 
@@ -86,6 +91,9 @@ class InlineChecks:
 
     def submit(self, items: list[CheckItem]) -> Callable[[], CheckedBatch]:
         return lambda: check_batch(self.checker, items)
+
+    def read_words(self, words: list[str]) -> WordReading:
+        return read_words_here(words)
 
 
 def _check_in_worker(items: list[CheckItem]) -> CheckedBatch:
@@ -105,6 +113,10 @@ class PoolChecks:
 
     def submit(self, items: list[CheckItem]) -> Callable[[], CheckedBatch]:
         return self._pool.apply_async(_check_in_worker, (items,)).get
+
+    def read_words(self, words: list[str]) -> WordReading:
+        """In a worker, so this process never loads Kiwi (the workers have it loaded already)."""
+        return self._pool.apply_async(morphemes_of_words, (words,)).get
 
     def close(self) -> None:
         self._pool.terminate()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 from itertools import pairwise
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kochallenge_data.checks.diversity import DiversityTally, diversity_stats
+from kochallenge_data.checks import diversity
+from kochallenge_data.checks.diversity import DiversityTally, WordReading, diversity_stats, morphemes_of_words
 from kochallenge_data.checks.spacing import get_kiwi
 from kochallenge_data.models import Task
 
@@ -70,3 +72,25 @@ def test_the_tally_counts_repeats_and_the_parts_of_recommendations() -> None:
     single.add("base_info", "\n".join(LINES))
     once = single.result()["base_info"]
     assert stats["base_info"]["distinct_1"] == round(once["distinct_1"] / 3, 4)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(LINES + FEEDBACK), min_size=1, max_size=3), min_size=1, max_size=14))
+def test_a_reading_that_ends_later_counts_the_same_and_reads_each_word_once(outputs_lines: list[list[str]]) -> None:
+    """A worker build reads words in a worker while it goes on: the figures must not depend on when a reading
+    ends, and no word is read twice."""
+    outputs = ["\n".join(lines) for lines in outputs_lines]
+    asked: list[str] = []
+
+    def read_later(words: list[str]) -> WordReading:
+        asked.extend(words)
+        return lambda: morphemes_of_words(words)  # read only when the tally asks for it
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(diversity, "KIWI_BATCH", 3)  # several readings in flight over a dozen outputs
+        tally = DiversityTally(read_later)
+        for output in outputs:
+            tally.add("free_text", output)
+        stats = tally.result()["free_text"]
+    assert len(asked) == len(set(asked))
+    assert (stats["distinct_1"], stats["distinct_2"]) == recount(outputs)

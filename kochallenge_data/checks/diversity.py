@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -15,6 +15,24 @@ from ..text import emoji_in
 
 # Outputs read per Kiwi call: each call gets every new word of this many outputs at once.
 KIWI_BATCH = 4096
+
+WordReading = Callable[[], list[tuple[str, ...]]]
+# Starts reading words with Kiwi and returns a function that waits for each word's morphemes ("form/tag"): a
+# build with worker processes reads in a worker while it goes on.
+WordReader = Callable[[list[str]], WordReading]
+
+
+def morphemes_of_words(words: list[str]) -> list[tuple[str, ...]]:
+    """Each word's Kiwi morphemes as "form/tag", the word read alone."""
+    from .spacing import get_kiwi
+
+    return [tuple(f"{t.form}/{t.tag}" for t in tokens) for tokens in get_kiwi().tokenize(words)] if words else []
+
+
+def read_words_here(words: list[str]) -> WordReading:
+    """A :data:`WordReader` that reads in this process, at once."""
+    read = morphemes_of_words(words)
+    return lambda: read
 
 
 @dataclass(frozen=True)
@@ -34,7 +52,10 @@ class DiversityTally:
     alone can differ from its reading in a sentence; for counting variety that is noise, not bias.)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, reader: WordReader = read_words_here) -> None:
+        self._reader = reader
+        # The outputs whose new words are being read, and the reading: counted when the next ones are read.
+        self._reading: tuple[list[tuple[Task, str]], list[str], WordReading] | None = None
         self._morpheme_ids: dict[str, int] = {}
         self._word_morphemes: dict[str, tuple[int, ...]] = {}
         self._lines: dict[str, _LineGrams] = {}
@@ -59,6 +80,7 @@ class DiversityTally:
 
     def result(self) -> dict[str, Any]:
         self._read_waiting()
+        self._count_read()
         stats: dict[str, Any] = {}
         for task in sorted(self._records):
             unigrams, bigrams = self._counts[(task, 1)], self._counts[(task, 2)]
@@ -88,9 +110,10 @@ class DiversityTally:
         self._challenges.setdefault(task, Counter()).update(c.title for c in parsed.challenges)
 
     def _read_waiting(self) -> None:
-        """Kiwi reads the new words of the waiting outputs in one call; then their n-grams are counted."""
-        from .spacing import get_kiwi
-
+        """Count the outputs whose reading has ended, then start reading the new words of those waiting (one
+        Kiwi call for all of them). Every word is read before the first output that holds it is counted, and
+        morpheme ids only name morphemes, so the figures are the same however the reading is done."""
+        self._count_read()
         new = list(
             dict.fromkeys(
                 word
@@ -101,11 +124,18 @@ class DiversityTally:
                 if word not in self._word_morphemes
             )
         )
-        for word, tokens in zip(new, get_kiwi().tokenize(new) if new else [], strict=True):
-            self._word_morphemes[word] = tuple(self._morpheme_id(f"{t.form}/{t.tag}") for t in tokens)
-        for task, text in self._waiting:
+        self._reading = (self._waiting, new, self._reader(new) if new else list)
+        self._waiting = []
+
+    def _count_read(self) -> None:
+        if self._reading is None:
+            return
+        outputs, words, reading = self._reading
+        self._reading = None
+        for word, morphemes in zip(words, reading(), strict=True):
+            self._word_morphemes[word] = tuple(self._morpheme_id(m) for m in morphemes)
+        for task, text in outputs:
             self._count_grams(task, text)
-        self._waiting.clear()
 
     def _count_grams(self, task: Task, text: str) -> None:
         unigrams, bigrams = self._unigrams.setdefault(task, set()), self._bigrams.setdefault(task, set())
