@@ -300,6 +300,34 @@ def test_worker_processes_give_the_same_bytes_as_one_process(tmp_path: Path, mon
         assert two[1][kind].read_bytes() == path.read_bytes(), kind
 
 
+_KIWI_LOADED_AFTER_BUILD = """
+import sys
+from pathlib import Path
+import orjson
+from kochallenge_data.build import BuildConfig, build_to_files
+from kochallenge_data.checks.spacing import get_kiwi
+stats, _ = build_to_files(BuildConfig(size=120, seed=3), Path(sys.argv[1]), workers=int(sys.argv[2]))
+print(orjson.dumps({"kiwi_here": get_kiwi.cache_info().currsize, "diversity": stats["diversity"]}).decode())
+"""
+
+
+def test_a_worker_build_reads_its_diversity_words_in_a_worker(tmp_path: Path) -> None:
+    """The build's own process never loads Kiwi when it has workers, and the figures are the ones one process
+    gives (where one process does load it: the control that this test can see a load)."""
+    runs = {}
+    for workers in (1, 2):
+        done = subprocess.run(
+            [sys.executable, "-c", _KIWI_LOADED_AFTER_BUILD, str(tmp_path / f"w{workers}.json"), str(workers)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        runs[workers] = orjson.loads(done.stdout.splitlines()[-1])
+    assert runs[1]["kiwi_here"] == 1
+    assert runs[2]["kiwi_here"] == 0
+    assert runs[2]["diversity"] == runs[1]["diversity"]
+
+
 def test_a_pool_exhausted_under_workers_is_the_same_clear_error(tmp_path: Path) -> None:
     config = small_config(tmp_path, size=60, mix={"base_info": 1.0, "free_text": 0.0, "feedback": 0.0})
     limit = capacity(load_pools(FIXTURE_POOLS), "base_info")
