@@ -7,12 +7,17 @@ from hypothesis import strategies as st
 from kochallenge_data.checks.dedup import ROW_BYTES, DuplicateIndex, agreeing_hashes
 from kochallenge_data.checks.index_store import GramStore, SortedRuns
 from kochallenge_data.checks.minhash import (
+    _FILL_ORDER,
     HASHES,
+    band_keys_many,
     fingerprint,
     fingerprint_batch,
     jaccard,
     jaccard_many,
     joined_key,
+    minhash,
+    minhash_many,
+    mix64,
     normalized,
     shingles,
     sorted_distinct,
@@ -251,3 +256,52 @@ def test_jaccard_of_many_is_jaccard_to_the_bit(grams: np.ndarray, others: list[n
     as_set = frozenset(grams.tolist())
     expected = [jaccard(as_set, frozenset(other.tolist())) for other in others]
     assert jaccard_many(grams, others).tolist() == expected
+
+
+# The signature: one hash per shingle, a bin's minimum, empty bins filled from the first filled bin of their order.
+
+_gram_sets = st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=400).map(
+    lambda v: np.unique(np.array(v, dtype=np.uint64))
+)
+
+
+def _signature_by_hand(grams: np.ndarray) -> list[int]:
+    """The signature's definition in plain Python integers, one gram and one bin at a time."""
+    lowest: dict[int, int] = {}
+    for gram in mix64(grams).tolist():
+        bin_ = ((gram >> 32) * HASHES) >> 32
+        lowest[bin_] = min(lowest.get(bin_, 2**32), gram & 0xFFFFFFFF)
+    return [lowest.get(b, lowest[next(s for s in _FILL_ORDER[b].tolist() if s in lowest)]) for b in range(HASHES)]
+
+
+@given(st.lists(_gram_sets, min_size=1, max_size=6))
+def test_signatures_are_their_definition(gram_sets: list[np.ndarray]) -> None:
+    batch = minhash_many(gram_sets)
+    for grams, row in zip(gram_sets, batch, strict=True):
+        assert row.tolist() == _signature_by_hand(grams) == minhash(grams).tolist()
+        # Every value is one of the text's own hashes, and the smallest of them is always kept.
+        own = (mix64(grams) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        assert set(row.tolist()) <= set(own.tolist()) and row.min() == own.min()
+
+
+def _pair_with_similarity(rng: np.random.Generator, similarity: float, size: int = 200) -> tuple[np.ndarray, ...]:
+    """Two sets of ``size`` values sharing ``round(2 * size * s / (1 + s))`` of them: Jaccard ``s``, but for rounding."""
+    shared = round(2 * size * similarity / (1 + similarity))
+    values = rng.choice(2**62, size=2 * size - shared, replace=False).astype(np.uint64)
+    return np.sort(values[:size]), np.sort(np.concatenate([values[:shared], values[size:]]))
+
+
+def _candidate_share(similarity: float, pairs: int = 2000, size: int = 200) -> float:
+    rng = np.random.default_rng(round(similarity * 1000) + size)
+    first, second = zip(*(_pair_with_similarity(rng, similarity, size) for _ in range(pairs)), strict=True)
+    agree = band_keys_many(minhash_many(first)) == band_keys_many(minhash_many(second))
+    return float(agree.any(axis=1).mean())
+
+
+def test_candidates_follow_the_similarity_as_independent_hashes_would() -> None:
+    # 1 - (1 - s^7)^18 is what 126 independent hashes in 18 bands of 7 give: 0.9945 at 0.8, 0.25 at 0.55.
+    for size in (200, 30):  # a built record, and a text shorter than the number of bins
+        assert _candidate_share(0.85, size=size) >= 0.995
+        assert _candidate_share(0.8, size=size) >= 0.98
+        assert 0.15 <= _candidate_share(0.55, size=size) <= 0.35
+        assert _candidate_share(0.3, size=size) <= 0.03

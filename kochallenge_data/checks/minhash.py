@@ -1,9 +1,15 @@
 """What a text's near-duplicate fingerprint is: MinHash over character 3-gram shingles, cut into LSH bands.
 
-126 multiply-shift hashes in 18 bands of 7. Long bands keep built data fast: records that share two of three
-challenge lines (Jaccard about 0.5) rarely become candidates (13%), while a pair at 0.8 is found with probability
-0.985 and at 0.85 with 0.999. Every fingerprint is the same on every machine (fixed multipliers, no salted hashes);
-computing them is the costly part, so workers do it and send :class:`FingerprintBatch` back.
+126 hash values in 18 bands of 7, by one-permutation hashing: each shingle is hashed once, the hash's high bits
+choose one of 126 bins and its low 32 bits compete for that bin's minimum; a bin no shingle fell into copies the
+first filled bin of a fixed order of its own (optimal densification, Shrivastava 2017), so two texts agree on a bin
+with a probability that follows their Jaccard similarity as with 126 separate hashes, while each shingle is hashed
+once instead of 126 times.
+Long bands keep built data fast: records that share two of three challenge lines (Jaccard about 0.5) rarely become
+candidates (a quarter of pairs at 0.5 to 0.6), while a pair at 0.8 is found with probability 0.99 and at 0.85 with
+0.999 (measured on built records and their one-line heads: ``bench/minhash_bench.py``). Every fingerprint is the
+same on every machine (fixed constants, no salted hashes), and each text's is its own, whatever else is in its
+batch; workers compute them and send :class:`FingerprintBatch` back.
 """
 
 from __future__ import annotations
@@ -22,13 +28,26 @@ BANDS = 18
 ROWS = 7
 HASHES = BANDS * ROWS
 
-# Fixed multipliers: the same shingles give the same signature on every machine.
-_GENERATOR = np.random.default_rng(20260301)
-_MULTIPLIERS = _GENERATOR.integers(1, 2**63, size=HASHES, dtype=np.uint64) | np.uint64(1)
-_OFFSETS = _GENERATOR.integers(0, 2**63, size=HASHES, dtype=np.uint64)
+_LOW_32 = np.uint64(0xFFFFFFFF)
 # Mixing constants that turn a band's seven values into one key (collisions only add candidates).
 _BAND_MIX = np.random.default_rng(20260302).integers(1, 2**63, size=(BANDS, ROWS), dtype=np.uint64) | np.uint64(1)
 _BAND_SALT = np.uint64(0x9E3779B97F4A7C15)
+
+
+def mix64(values: np.ndarray) -> np.ndarray:
+    """A fixed 64-bit mix of each value (MurmurHash3's finalizer): neighbouring shingle ids spread over all bits."""
+    mixed: np.ndarray = values ^ (values >> np.uint64(33))
+    mixed *= np.uint64(0xFF51AFD7ED558CCD)
+    mixed ^= mixed >> np.uint64(33)
+    mixed *= np.uint64(0xC4CEB9FE1A85EC53)
+    mixed ^= mixed >> np.uint64(33)
+    return mixed
+
+
+# Row b: the bins an empty bin b copies from, in order (the first filled one wins). Sorting fixed mixed numbers
+# makes every row a shuffle of all bins that is the same on every machine and numpy version, as a seeded
+# generator's stream need not be.
+_FILL_ORDER = np.argsort(mix64(np.arange(HASHES * HASHES, dtype=np.uint64)).reshape(HASHES, HASHES), axis=1)
 
 _ZERO_WIDTH_RUN = re.compile(f"[{ZERO_WIDTH}]+")
 
@@ -61,20 +80,29 @@ def sorted_distinct(values: np.ndarray) -> np.ndarray:
     return result
 
 
-def grams_many(keys: Sequence[str]) -> list[np.ndarray]:
-    """:func:`_grams_of` for many normalized texts: one conversion to code points for all of them."""
-    compact = [key.replace(" ", "") for key in keys]
+def distinct_grams(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_grams_of` of each normalized text, one text's after another, and where each text's grams end: one
+    conversion to code points and one sort call per text, the rest a few numpy calls for all of them."""
+    if not keys:
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
+    # A text shorter than a shingle is padded with code 0, as _grams_of pads it.
+    compact = [key.replace(" ", "").ljust(SHINGLE, "\0") for key in keys]
+    lengths = np.array([len(text) for text in compact], dtype=np.int64)
     codes = np.frombuffer("".join(compact).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    grams = (codes[:-2] << np.uint64(42)) ^ (codes[1:-1] << np.uint64(21)) ^ codes[2:]
-    found = []
-    start = 0
-    for text in compact:
-        if len(text) < SHINGLE:
-            found.append(_grams_of(text))  # padded with zeros, as a short text alone is
-        else:
-            found.append(sorted_distinct(grams[start : start + len(text) - 2]))
-        start += len(text)
-    return found
+    every = (codes[:-2] << np.uint64(42)) ^ (codes[1:-1] << np.uint64(21)) ^ codes[2:]
+    # Each text's own shingles, leaving out the two that straddle it and the next.
+    counts = lengths - (SHINGLE - 1)
+    ends = np.cumsum(counts)
+    firsts = ends - counts
+    grams = every[np.repeat(np.cumsum(lengths) - lengths - firsts, counts) + np.arange(ends[-1])]
+    for first, end in zip(firsts.tolist(), ends.tolist(), strict=True):
+        grams[first:end].sort()
+    keep = np.empty(len(grams), dtype=bool)
+    np.not_equal(grams[1:], grams[:-1], out=keep[1:])
+    keep[firsts] = True
+    distinct: np.ndarray = grams[keep]
+    distinct_ends: np.ndarray = np.cumsum(np.add.reduceat(keep, firsts, dtype=np.int64))
+    return distinct, distinct_ends
 
 
 def shingles(text: str) -> np.ndarray:
@@ -83,12 +111,19 @@ def shingles(text: str) -> np.ndarray:
 
 
 def minhash(grams: np.ndarray) -> np.ndarray:
-    """126 multiply-shift hashes (wrapping uint64 arithmetic, then the high 32 bits), each minimized over the grams."""
-    hashed = np.multiply.outer(_MULTIPLIERS, grams)
-    hashed += _OFFSETS[:, None]
-    # The shift keeps order, so the minimum can be taken before it.
-    result: np.ndarray = (hashed.min(axis=1) >> np.uint64(32)).astype(np.uint32)
-    return result
+    """The 126 values of one text's signature: :func:`signatures_of` for one text, in fewer numpy calls (``split``
+    and the one-at-a-time index methods fingerprint a text at a time)."""
+    hashed = mix64(grams)
+    bins = _bins(hashed)
+    signature = np.full(HASHES, np.iinfo(np.uint32).max, dtype=np.uint32)
+    np.minimum.at(signature, bins, (hashed & _LOW_32).astype(np.uint32))
+    filled = np.zeros(HASHES, dtype=bool)
+    filled[bins] = True
+    empty = np.flatnonzero(~filled)
+    if len(empty):
+        order = _FILL_ORDER[empty]
+        signature[empty] = signature[order[np.arange(len(empty)), filled[order].argmax(axis=1)]]
+    return signature
 
 
 def band_keys_many(signatures: np.ndarray) -> np.ndarray:
@@ -177,30 +212,52 @@ def fingerprint_batch(texts: Sequence[str]) -> FingerprintBatch:
 
 def fingerprint_keys(keys: Sequence[str]) -> FingerprintBatch:
     """Fingerprints of texts already normalized."""
-    grams = grams_many(keys)
-    signatures = minhash_many(grams)
+    grams, ends = distinct_grams(keys)
+    signatures = signatures_of(grams, ends)
     return FingerprintBatch(
         keys=np.array([exact_key(key) for key in keys], dtype=np.uint64),
         signatures=signatures,
         bands=band_keys_many(signatures),
-        grams=np.concatenate(grams) if grams else np.empty(0, dtype=np.uint64),
-        ends=np.cumsum([len(g) for g in grams], dtype=np.int64),
+        grams=grams,
+        ends=ends,
     )
 
 
-def minhash_many(grams: Sequence[np.ndarray], chunk: int = 16) -> np.ndarray:
-    """:func:`minhash` of each gram array, (texts, HASHES); a few texts at a time share each numpy call."""
-    signatures = np.empty((len(grams), HASHES), dtype=np.uint32)
-    widest = max((sum(len(g) for g in grams[at : at + chunk]) for at in range(0, len(grams), chunk)), default=0)
-    # One buffer for every chunk: a fresh array of megabytes per chunk costs page faults on each.
-    scratch = np.empty(HASHES * widest, dtype=np.uint64)
-    for start in range(0, len(grams), chunk):
-        part = grams[start : start + chunk]
-        flat = np.concatenate(part)
-        hashed = scratch[: HASHES * len(flat)].reshape(HASHES, len(flat))
-        np.multiply(_MULTIPLIERS[:, None], flat[None, :], out=hashed)
-        hashed += _OFFSETS[:, None]
-        starts = np.cumsum([0] + [len(g) for g in part[:-1]])
-        lowest = np.minimum.reduceat(hashed, starts, axis=1)
-        signatures[start : start + len(part)] = (lowest >> np.uint64(32)).T
+def _bins(hashed: np.ndarray) -> np.ndarray:
+    """Each hash's bin: its high 32 bits times HASHES, shifted back, so every bin in 0..125 is equally likely."""
+    bins: np.ndarray = (((hashed >> np.uint64(32)) * np.uint64(HASHES)) >> np.uint64(32)).astype(np.int64)
+    return bins
+
+
+def minhash_many(grams: Sequence[np.ndarray]) -> np.ndarray:
+    """The signature of each gram array (none empty), (texts, HASHES)."""
+    if not grams:
+        return np.empty((0, HASHES), dtype=np.uint32)
+    return signatures_of(np.concatenate(grams), np.cumsum([len(g) for g in grams], dtype=np.int64))
+
+
+def signatures_of(grams: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The signature of each text whose grams end at ``ends`` in ``grams``, (texts, HASHES), in a few numpy calls
+    for all of them."""
+    signatures = np.full((len(ends), HASHES), np.iinfo(np.uint32).max, dtype=np.uint32)
+    hashed = mix64(grams)
+    owners = np.repeat(np.arange(len(ends), dtype=np.int64) * HASHES, np.diff(ends, prepend=0))
+    cells = owners + _bins(hashed)
+    np.minimum.at(signatures.reshape(-1), cells, (hashed & _LOW_32).astype(np.uint32))
+    filled = np.zeros(signatures.size, dtype=bool)
+    filled[cells] = True
+    _densify(signatures, filled.reshape(signatures.shape))
     return signatures
+
+
+def _densify(signatures: np.ndarray, filled: np.ndarray) -> None:
+    """Each empty bin takes the value of the first filled bin in its row of :data:`_FILL_ORDER` (every text has a
+    filled bin, so each finds one within HASHES steps). Only filled bins are read, so the order of copies is free."""
+    texts, bins = np.nonzero(~filled)
+    for step in range(HASHES):
+        if not len(texts):
+            return
+        sources = _FILL_ORDER[bins, step]
+        found = filled[texts, sources]
+        signatures[texts[found], bins[found]] = signatures[texts[found], sources[found]]
+        texts, bins = texts[~found], bins[~found]
