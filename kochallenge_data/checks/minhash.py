@@ -7,9 +7,9 @@ with a probability that follows their Jaccard similarity as with 126 separate ha
 once instead of 126 times.
 Long bands keep built data fast: records that share two of three challenge lines (Jaccard about 0.5) rarely become
 candidates (a quarter of pairs at 0.5 to 0.6), while a pair at 0.8 is found with probability 0.99 and at 0.85 with
-0.999 (measured on built records and their one-line heads: ``bench/minhash_bench.py``). Every fingerprint is the
-same on every machine (fixed constants, no salted hashes), and each text's is its own, whatever else is in its
-batch; workers compute them and send :class:`FingerprintBatch` back.
+0.999 (measured on built, foreign and one-line texts: ``bench/minhash_bench.py``). Every fingerprint is the same on
+every machine (constants made by arithmetic, no salted hashes, no generator streams), and each text's is its own,
+whatever else is in its batch; workers compute them and send :class:`FingerprintBatch` back.
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ ROWS = 7
 HASHES = BANDS * ROWS
 
 _LOW_32 = np.uint64(0xFFFFFFFF)
-# Mixing constants that turn a band's seven values into one key (collisions only add candidates).
-_BAND_MIX = np.random.default_rng(20260302).integers(1, 2**63, size=(BANDS, ROWS), dtype=np.uint64) | np.uint64(1)
-_BAND_SALT = np.uint64(0x9E3779B97F4A7C15)
 
 
 def mix64(values: np.ndarray) -> np.ndarray:
@@ -44,10 +41,14 @@ def mix64(values: np.ndarray) -> np.ndarray:
     return mixed
 
 
-# Row b: the bins an empty bin b copies from, in order (the first filled one wins). Sorting fixed mixed numbers
-# makes every row a shuffle of all bins that is the same on every machine and numpy version, as a seeded
-# generator's stream need not be.
-_FILL_ORDER = np.argsort(mix64(np.arange(HASHES * HASHES, dtype=np.uint64)).reshape(HASHES, HASHES), axis=1)
+# Fixed constants made by mixing the numbers 0, 1, 2, ...: the same on every machine and numpy version, as a
+# seeded generator's stream need not be.
+_MIXED_IDS = mix64(np.arange(HASHES * (HASHES + 1), dtype=np.uint64))
+# Row b: the bins an empty bin b copies from, in order (the first filled one wins): a shuffle of all bins.
+_FILL_ORDER = np.argsort(_MIXED_IDS[: HASHES * HASHES].reshape(HASHES, HASHES), axis=1)
+# Odd multipliers that turn a band's seven values into one key (collisions only add candidates).
+_BAND_MIX = (_MIXED_IDS[HASHES * HASHES :] | np.uint64(1)).reshape(BANDS, ROWS)
+_BAND_SALT = np.uint64(0x9E3779B97F4A7C15)
 
 _ZERO_WIDTH_RUN = re.compile(f"[{ZERO_WIDTH}]+")
 
@@ -113,6 +114,8 @@ def shingles(text: str) -> np.ndarray:
 def minhash(grams: np.ndarray) -> np.ndarray:
     """The 126 values of one text's signature: :func:`signatures_of` for one text, in fewer numpy calls (``split``
     and the one-at-a-time index methods fingerprint a text at a time)."""
+    if not len(grams):
+        raise ValueError("a signature needs at least one shingle (a text's grams are never empty)")
     hashed = mix64(grams)
     bins = _bins(hashed)
     signature = np.full(HASHES, np.iinfo(np.uint32).max, dtype=np.uint32)
@@ -241,7 +244,10 @@ def signatures_of(grams: np.ndarray, ends: np.ndarray) -> np.ndarray:
     for all of them."""
     signatures = np.full((len(ends), HASHES), np.iinfo(np.uint32).max, dtype=np.uint32)
     hashed = mix64(grams)
-    owners = np.repeat(np.arange(len(ends), dtype=np.int64) * HASHES, np.diff(ends, prepend=0))
+    counts = np.diff(ends, prepend=0)
+    if len(counts) and counts.min() < 1:
+        raise ValueError("a signature needs at least one shingle (a text's grams are never empty)")
+    owners = np.repeat(np.arange(len(ends), dtype=np.int64) * HASHES, counts)
     cells = owners + _bins(hashed)
     np.minimum.at(signatures.reshape(-1), cells, (hashed & _LOW_32).astype(np.uint32))
     filled = np.zeros(signatures.size, dtype=bool)
