@@ -27,6 +27,15 @@ class CliParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"Error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # Python 3.11's argparse drops a "--" it takes as the separator even when it is an option's one value
+        # (``--workers=--``) and hands the option an empty list instead of a number; refuse it as a usage error.
+        given = " ".join(arg_strings)
+        values = super()._get_values(action, arg_strings)
+        if action.option_strings and action.nargs is None and isinstance(values, list) and not values:
+            raise argparse.ArgumentError(action, f"expected one value, got {given!r}")
+        return values
+
 
 def add_command(
     subparsers: Any, name: str, *, help: str, description: str, epilog: str, run: Handler

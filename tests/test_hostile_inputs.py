@@ -489,6 +489,24 @@ def test_argparse_errors_are_one_error_line_with_exit_2() -> None:
     assert "--threshold" in error_line(outcome) and "--help" in error_line(outcome)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["validate", "x.json", "--workers=--"],
+        ["validate", "x.json", "--threshold=--"],
+        ["build", "--size=--"],
+        ["build", "--seed=--", "--size", "6"],
+    ],
+)
+def test_a_double_dash_as_an_option_value_is_one_error_line(options: list[str]) -> None:
+    # Python 3.11's argparse drops this "--" and gives the option an empty list (CI found it as a traceback).
+    outcome = run_in_process(*options)
+    flag = next(option for option in options if option.endswith("=--")).removesuffix("=--")
+    assert outcome.code == 2
+    assert outcome.stderr.strip().splitlines() == [error_line(outcome)]
+    assert flag in error_line(outcome) and "expected one value" in error_line(outcome)
+
+
 def test_validate_with_more_workers_than_cpus_finishes(tmp_path: Path) -> None:
     outcome, dataset = build(tmp_path)
     assert outcome.code == 0, outcome.stderr
