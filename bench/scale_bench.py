@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import load_now, machine_row
+
 NAIVE = """
 import sys, time, orjson
 from kiwipiepy import Kiwi
@@ -61,6 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
+    load_before = load_now()
     one = build(args.size, 1, args.out / "one.json")
     many = build(args.size, args.workers, args.out / "many.json")
     naive = naive_spacing(args.out / "one.json")
@@ -85,6 +88,7 @@ def main() -> None:
         linear = one[0] * 1_000_000 / args.size
         print(f"| build 1,000,000, 1 process | {million[0]:.0f} s, peak RSS {million[1]} MiB | <= 1 GB |")
         print(f"| 1,000,000 / linear from {args.size:,} (1 process) | {million[0] / linear:.2f}x | <= 1.2x |")
+    print(f"| machine | {machine_row(load_before)} | |")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import load_now, machine_row
+
 OUT = Path(__file__).resolve().parent / "out"
 HERE = Path(__file__).resolve()
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
@@ -95,7 +97,7 @@ def run_bench(args: argparse.Namespace) -> None:
     for workers in (1, 2):
         rows.append((f"built file: validate, {workers} worker{'s' * (workers > 1)}", describe(timed(built, workers))))
 
-    rows.append(("machine", f"{os.cpu_count()} cores; load average {load_before} before the runs, {load_now()} after"))
+    rows.append(("machine", machine_row(load_before)))
     print("| measure | result |\n| --- | --- |")
     for name, value in rows:
         print(f"| {name} | {value} |")
@@ -212,10 +214,6 @@ def ensure_built(path: Path, records: int) -> None:
     config = BuildConfig(size=records, seed=1, out=path, diversity=False)
     write_build(build_dataset(config), path)
     print(f"built {records:,} records in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-
-
-def load_now() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def mb(path: Path) -> str:
