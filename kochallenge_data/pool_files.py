@@ -212,3 +212,5 @@ class FeedbackFile(_Strict):
     phrases: FeedbackPhrases
     emoji: FeedbackEmoji
     week: WeekShape = WeekShape()
+    # Per phrase kind, words its phrases may not hold: what the weekly record cannot back (how often, how long).
+    not_said: dict[str, list[str]] = Field(default_factory=dict)

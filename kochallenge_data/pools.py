@@ -263,6 +263,7 @@ def load_pools(root: Path | str | None = None) -> Pools:
         kind: _phrases(feedback_path, getattr(feedback.phrases, kind), slots, root_path)
         for kind, slots in FEEDBACK_SLOTS.items()
     }
+    _check_not_said(feedback.not_said, feedback_phrases, feedback_path)
     feedback_emoji = {mood: tuple(getattr(feedback.emoji, mood)) for mood in EMOJI_MOODS}
     for season in feedback.week.season_months:
         _check_member(season, domain.facets.seasons, feedback_path, "season")
@@ -387,6 +388,24 @@ def _source(path: Path, text: str, root: Path) -> Source:
     except ValueError:
         shown = str(path)
     return Source(shown, _line_of(path, text))
+
+
+def _check_not_said(not_said: Mapping[str, Sequence[str]], phrases: Mapping[str, Sequence[Phrase]], path: Path) -> None:
+    """No phrase of a kind holds a word its ``[not_said]`` list names (a weekly record says whether a challenge
+    succeeded, never how often or for how long, so a success phrase may not claim "한 주 내내")."""
+    for kind, words in not_said.items():
+        if kind not in phrases:
+            raise PoolError(
+                f"{Source(str(path), _line_of(path, kind))}: [not_said] names {kind!r}, which is not a phrase kind; "
+                f"use one of: {', '.join(phrases)}"
+            )
+        for phrase in phrases[kind]:
+            said = next((word for word in words if word in phrase.text), None)
+            if said is not None:
+                raise PoolError(
+                    f"{phrase.source}: a {kind} phrase may not say {said!r} ([not_said] in {path.name}): "
+                    f"{phrase.text!r}"
+                )
 
 
 def _phrases(path: Path, texts: Sequence[str], slots: frozenset[str], root: Path) -> tuple[Phrase, ...]:

@@ -64,6 +64,19 @@ def edit(path: Path, old: str, new: str) -> None:
             r"vegan.toml:\d+: idea '우유 대신' of '두유 라테 주문하기' is shared with no other challenge",
         ),
         ("instructions.toml", "base_info = [", "base_info = [ ", ""),
+        (
+            "feedback.toml",
+            "[emoji]",
+            '[not_said]\nsuccess_habit = ["매일", "내내"]\n\n[emoji]',
+            r"feedback.toml:2: a success_habit phrase may not say '내내' \(\[not_said\] in feedback.toml\)",
+        ),
+        (
+            "feedback.toml",
+            "[emoji]",
+            '[not_said]\nsuccess_habbit = ["내내"]\n\n[emoji]',
+            r"feedback.toml:\d+: \[not_said\] names 'success_habbit', which is not a phrase kind; use one of: success_habit",
+        ),
+        ("feedback.toml", "[emoji]", '[not_said]\nsuccess_once = ["내내", "매일"]\n\n[emoji]', ""),
     ],
 )
 def test_pool_mistakes_name_the_file_and_what_to_do(

@@ -9,6 +9,7 @@ emoji of its own mood, and one-off actions are praised differently from habits.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -359,7 +360,35 @@ def _part(kind: str, found: list[Item], pools: Pools, rng: random.Random) -> Par
 
 def _wording(pool: Sequence[Phrase], rng: random.Random, slots: dict[str, Any], names: bool) -> Wording:
     """A random wording first, then the shortest one as the fallback when the first does not fit."""
+    pool = _without_stacked_topics(pool, slots)
     return Wording(pool, pool[rng.randrange(len(pool))], slots, names)
+
+
+def _without_stacked_topics(pool: Sequence[Phrase], slots: Mapping[str, Any]) -> Sequence[Phrase]:
+    """``pool`` less the phrases that put 은/는 after a title already holding one ("가까운 층은 계단 이용하기는"
+    stacks two topics); the whole pool when no title holds one, or when every phrase would stack."""
+    topical = {name for name, value in slots.items() if isinstance(value, str) and _holds_topic(value)}
+    if not topical:
+        return pool
+    kept = [phrase for phrase in pool if topical.isdisjoint(_topic_slots(phrase.text))]
+    return kept or pool
+
+
+# A syllable ending in 은 or 는 before a space: the topic particle, or now and then a verb's 는 ("듣는 노래"),
+# where avoiding a phrase costs only a little variety.
+_TOPIC_INSIDE = re.compile(r"[가-힣][은는] ")
+_TOPIC_AFTER_SLOT = re.compile(r'\{\{\s*(\w+)\s*\|\s*josa\("은/는"\)\s*\}\}')
+
+
+@lru_cache(maxsize=4096)
+def _holds_topic(title: str) -> bool:
+    return _TOPIC_INSIDE.search(title) is not None
+
+
+@lru_cache(maxsize=1024)
+def _topic_slots(text: str) -> frozenset[str]:
+    """The slots a phrase follows with 은/는: ``{{ title | josa("은/는") }}`` gives {"title"}."""
+    return frozenset(_TOPIC_AFTER_SLOT.findall(text))
 
 
 @lru_cache(maxsize=65536)
